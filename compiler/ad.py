@@ -1,0 +1,133 @@
+"""Reverse-mode automatic differentiation on the IR.
+
+:func:`grad` appends the adjoint sweep to a primal function: it seeds the
+output's adjoint (cotangent) with 1, walks the primal statements in reverse,
+applies each op's adjoint (VJP) rule from the op table, and sums the
+contributions where a value fans out to several uses. The result is one
+function returning ``(value, (grad_1, ..., grad_n))`` in ``wrt`` order.
+
+* Only values on a path from a ``wrt`` input to the output get adjoints.
+* A contribution whose shape differs from its operand's (broadcasting) is
+  summed back with ``sum_to``; this is the one generic step every rule shares.
+* Adjoints are named ``<primal>_bar``; fan-out contributions ``<primal>_bar_<k>``.
+* Masked select: the adjoint of ``where(c, a, b)`` sends ``where(c, g, 0)`` into
+  branch ``a``. Inside a branch the same mask is re-applied to each adjoint an
+  elementwise rule produces, so an inf/NaN derivative of the untaken branch
+  (``where(x > 0, sqrt(x), 0)`` at x = 0) gives 0, not NaN. JAX users write
+  the "double where" by hand for this; here the compiler does it.
+"""
+from __future__ import annotations
+
+from .errors import ShapeError
+from .ir import Builder, Function, Namer, Value
+from .ops import OPS
+
+
+def _relevant(fn: Function, wrt: list[Value]) -> set[int]:
+    """Ids of values that depend on some wrt input and that the output depends on."""
+    dep = {id(v) for v in wrt}
+    for s in fn.stmts:
+        if any(id(a) in dep for a in s.args):
+            dep.add(id(s.out))
+    need = {id(fn.outputs[0])}
+    for s in reversed(fn.stmts):
+        if id(s.out) in need:
+            need.update(id(a) for a in s.args)
+    return dep & need
+
+
+def grad(fn: Function, wrt: list[Value]) -> Function:
+    """Return ``fn`` extended with the adjoint sweep for the gradient w.r.t. ``wrt``.
+
+    ``fn.outputs[0]`` must be a float64 scalar; every ``wrt`` value must be a
+    float64 input. Raises :class:`ShapeError` otherwise.
+    """
+    out = fn.outputs[0]
+    if out.dtype != "f64" or out.shape != ():
+        raise ShapeError(f"the output %{out.name}:{out.type_str()} must be a float scalar to take a gradient",
+                         fn.source_name, "reduce it with sum() or mean()")
+    for w in wrt:
+        if w.dtype != "f64":
+            raise ShapeError(f"cannot differentiate with respect to %{w.name}:{w.type_str()}",
+                             fn.source_name, "only float64 inputs have gradients; remove it from wrt")
+    namer = Namer()
+    for v in fn.inputs:
+        namer.claim(v.name)
+    for s in fn.stmts:
+        namer.claim(s.out.name)
+    b = Builder(namer, list(fn.stmts))
+    b.adjoint = True
+    relevant = _relevant(fn, wrt)
+
+    # how many adjoint contributions each value will receive (to name them)
+    fan_in: dict[int, int] = {}
+    for s in fn.stmts:
+        if id(s.out) in relevant and OPS[s.op].vjp is not None:
+            for a in s.args:
+                if id(a) in relevant:
+                    fan_in[id(a)] = fan_in.get(id(a), 0) + 1
+
+    contribs: dict[int, list[Value]] = {id(out): [b.const(1.0)]}
+    masks: dict[int, tuple | None] = {}     # value id -> (mask, taken) if its adjoint is masked
+
+    def adjoint_of(v: Value) -> Value | None:
+        cs = contribs.get(id(v))
+        if not cs:
+            return None
+        if len(cs) == 1:
+            return cs[0]
+        b.note = f"fan-out: sums {len(cs)} contributions"
+        total = cs[0]
+        for k, c in enumerate(cs[1:]):
+            total = b.emit("add", total, c, name=f"{v.name}_bar" if k == len(cs) - 2 else f"{v.name}_acc")
+        b.note = None
+        return total
+
+    for s in reversed(fn.stmts):
+        if id(s.out) not in relevant:
+            continue
+        rule = OPS[s.op].vjp
+        g = adjoint_of(s.out)
+        if rule is None or g is None:
+            continue
+        mask = masks.get(id(s.out))
+        b.hint = f"{s.out.name}_d"
+        b.loc = s.loc
+        first_new = len(b.stmts)
+        results = rule(b, s, g)
+        for pos, (arg, c) in enumerate(zip(s.args, results)):
+            if c is None or id(arg) not in relevant:
+                continue
+            arg_mask = None
+            if s.op == "where" and c.shape == arg.shape == s.out.shape:
+                arg_mask = (s.args[0], pos == 1)
+            elif mask is not None and arg.shape == s.out.shape:
+                m, taken = mask
+                c = b.emit("where", m, c, 0.0) if taken else b.emit("where", m, 0.0, c)
+                arg_mask = mask
+            if c.shape != arg.shape:
+                c = b.emit("sum_to", c, shape=arg.shape)
+            k = len(contribs.setdefault(id(arg), []))
+            name = f"{arg.name}_bar" if fan_in.get(id(arg), 1) == 1 else f"{arg.name}_bar_{k + 1}"
+            defining = next((st for st in b.stmts[first_new:] if st.out is c), None)
+            if defining is not None and c.name.startswith(b.hint):
+                c.name = namer.fresh(name)
+            else:                                # an existing value: give it the adjoint's name
+                c = b.emit("alias", c, name=name)
+                defining = b.stmts[-1]
+            defining.note = defining.note or OPS[s.op].note
+            contribs[id(arg)].append(c)
+            prev = masks.get(id(arg), "unset")
+            masks[id(arg)] = arg_mask if prev in ("unset", arg_mask) else None
+    grads = []
+    for w in wrt:
+        gw = adjoint_of(w)
+        if gw is None:                          # the output does not depend on w
+            b.note = "zero: the output does not depend on it"
+            gw = b.emit("expand", 0.0, w, name=f"{w.name}_bar") if w.shape else b.emit("alias", 0.0, name=f"{w.name}_bar")
+            b.note = None
+        grads.append(gw)
+    result = fn.replace(b.stmts, [out] + grads)
+    result.wrt = list(wrt)
+    result.differentiated = True
+    return result

@@ -1,0 +1,111 @@
+"""The op table: every op gradc knows, one entry each.
+
+An :class:`Op` entry holds everything about one op:
+
+* ``infer(args, attrs) -> (dtype, shape)``: the shape and dtype rule; it raises
+  :class:`~gradc.errors.ShapeError` when operands do not fit;
+* ``vjp(b, stmt, g) -> [adjoint contribution or None per operand]``: the
+  adjoint (VJP) rule, emitting IR statements through the builder ``b``; ``g``
+  is the cotangent of ``stmt.out``. ``None`` as the rule means the op is not
+  differentiable (masks, labels); ``None`` in the list means no contribution;
+* ``note``: the rule in words, printed as a comment beside adjoint code;
+* ``fold``: a Python function of the operand numbers used by constant folding
+  (scalar operands only), or None;
+* the template fragment: the Jinja2 macro named like the op in
+  ``templates/ops/<family>.j2``, where ``family`` is the module defining it.
+
+Broadcasting is numpy-style rank extension (a scalar or a trailing-shape
+operand such as a bias vector ``[32]`` against ``[batch,32]``); reducing an
+adjoint back to its operand's shape is done once, generically, by the AD pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import ShapeError, UnsupportedError
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    family: str
+    infer: Callable
+    vjp: Callable | None
+    note: str = ""
+    fold: Callable | None = None
+    helpers: tuple[str, ...] = ()
+
+
+OPS: dict[str, Op] = {}
+
+
+def register(name: str, infer: Callable, vjp: Callable | None, note: str = "",
+             fold: Callable | None = None, helpers: tuple[str, ...] = (), family: str = "") -> None:
+    """Add one op to the table (called at import time by each family module)."""
+    if name in OPS:
+        raise RuntimeError(f"op {name} registered twice")
+    OPS[name] = Op(name, family, infer, vjp, note, fold, helpers)
+
+
+def infer(op: str, args, attrs: dict, loc: str | None = None):
+    """Apply ``op``'s shape/dtype rule; errors name the op and the source place."""
+    entry = OPS.get(op)
+    if entry is None:
+        raise UnsupportedError(f"unknown op '{op}'", loc)
+    try:
+        dtype, shape = entry.infer(list(args), attrs)
+    except ShapeError as e:
+        if e.where is None:
+            raise ShapeError(f"{op}: {e.message}", loc, e.hint) from None
+        raise
+    return dtype, tuple(shape)
+
+
+# ------------------------------------------------------------ shared shape rules
+def fmt(v) -> str:
+    return f"%{v.name}:{v.type_str()}"
+
+
+def need_float(*vals) -> None:
+    for v in vals:
+        if v.dtype != "f64":
+            raise ShapeError(f"{fmt(v)} must be float64",
+                             hint="int64 inputs are class labels: use them in pick() or "
+                                  "softmax_cross_entropy()")
+
+
+def broadcast(*vals) -> tuple:
+    """NumPy rank-extension broadcasting: every shape must be a suffix of the longest."""
+    longest = max((v.shape for v in vals), key=len)
+    for v in vals:
+        if v.shape != longest[len(longest) - len(v.shape):]:
+            shapes = " and ".join(fmt(x) for x in vals)
+            raise ShapeError(f"shapes of {shapes} do not broadcast",
+                             hint="an operand must be a scalar or match the trailing dimensions")
+    return longest
+
+
+def elementwise_float(args, attrs):
+    need_float(*args)
+    return "f64", broadcast(*args)
+
+
+def compare_rule(args, attrs):
+    need_float(*args)
+    return "bool", broadcast(*args)
+
+
+def same_as_first(args, attrs):
+    return args[0].dtype, args[0].shape
+
+
+def check_axis(v, axis) -> int:
+    if axis is None:
+        return axis
+    if not isinstance(axis, int) or not -v.rank <= axis < v.rank:
+        raise ShapeError(f"axis={axis!r} is out of range for {fmt(v)}")
+    return axis % v.rank
+
+
+from . import elementwise, select, reduce, linalg, loss  # noqa: E402,F401  (fills OPS)

@@ -1,0 +1,93 @@
+"""Elementwise arithmetic and math functions (scalars or arrays, broadcasting).
+
+Adjoint rules are the textbook derivatives (e.g. CS231n backprop notes; any
+calculus table); where the derivative is a function of the result it reuses
+the primal result: exp' = exp, tanh' = 1 - t², sigmoid' = s(1 - s),
+sqrt' = 1/(2√x). Kinks: relu'(0) = 0, |x|'(0) = 0 (sign(0) = 0).
+"""
+from __future__ import annotations
+
+import math
+
+from ..errors import ShapeError
+from . import elementwise_float, need_float, register
+
+
+def _reg(name, infer, vjp, note="", fold=None):
+    register(name, infer, vjp, note, fold, family="elementwise")
+
+
+def _const_rule(args, attrs):
+    return "f64", tuple(attrs.get("shape", ()))
+
+
+def _powc_rule(args, attrs):
+    need_float(args[0])
+    if not isinstance(attrs.get("p"), float) or not math.isfinite(attrs["p"]):
+        raise ShapeError("the exponent must be a finite number")
+    return "f64", args[0].shape
+
+
+def _unary(args, attrs):
+    return elementwise_float(args, attrs)
+
+
+_reg("const", _const_rule, None)
+# `alias` names an existing value (`x_bar = q_bar`); renders as a plain binding, no copy.
+_reg("alias", lambda args, attrs: (args[0].dtype, args[0].shape), lambda b, s, g: [g])
+
+# binary arithmetic
+_reg("add", elementwise_float, lambda b, s, g: [g, g],
+     "add: distributes the gradient", lambda x, y: x + y)
+_reg("sub", elementwise_float, lambda b, s, g: [g, b.emit("neg", g)],
+     "sub: +g to the left, -g to the right", lambda x, y: x - y)
+_reg("mul", elementwise_float,
+     lambda b, s, g: [b.emit("mul", g, s.args[1]), b.emit("mul", g, s.args[0])],
+     "mul: swaps the inputs", lambda x, y: x * y)
+_reg("div", elementwise_float,
+     lambda b, s, g: [b.emit("div", g, s.args[1]),
+                      b.emit("neg", b.emit("mul", g, b.emit("div", s.out, s.args[1])))],
+     "div: d(x/y) = dx/y - (x/y) dy/y", lambda x, y: x / y)
+_reg("neg", _unary, lambda b, s, g: [b.emit("neg", g)], "neg: -g", lambda x: -x)
+_reg("powc", _powc_rule,
+     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.attr["p"],
+                                               b.emit("powc", s.args[0], p=s.attr["p"] - 1.0)))],
+     "pow: d(x^p) = p x^(p-1)")
+_reg("pow", elementwise_float,
+     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.args[1],
+                                               b.emit("pow", s.args[0], b.emit("sub", s.args[1], 1.0)))),
+                      b.emit("mul", g, b.emit("mul", s.out, b.emit("log", s.args[0])))],
+     "pow: d(x^y) = y x^(y-1) dx + x^y log(x) dy", lambda x, y: x ** y)
+
+# unary math
+_reg("exp", _unary, lambda b, s, g: [b.emit("mul", g, s.out)], "exp: exp' = exp (reuses the result)", math.exp)
+_reg("log", _unary, lambda b, s, g: [b.emit("div", g, s.args[0])], "log: 1/x", math.log)
+_reg("sqrt", _unary, lambda b, s, g: [b.emit("div", b.emit("mul", 0.5, g), s.out)],
+     "sqrt: 1/(2 sqrt(x)) (reuses the result)", math.sqrt)
+_reg("sin", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("cos", s.args[0]))], "sin: cos", math.sin)
+_reg("cos", _unary, lambda b, s, g: [b.emit("neg", b.emit("mul", g, b.emit("sin", s.args[0])))],
+     "cos: -sin", math.cos)
+_reg("tan", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("add", 1.0, b.emit("mul", s.out, s.out)))],
+     "tan: 1 + tan^2 (reuses the result)", math.tan)
+_reg("tanh", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sub", 1.0, b.emit("mul", s.out, s.out)))],
+     "tanh: 1 - t^2 (reuses the result)", math.tanh)
+_reg("sigmoid", _unary,
+     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.out, b.emit("sub", 1.0, s.out)))],
+     "sigmoid: s(1 - s) (reuses the result)", lambda x: 1.0 / (1.0 + math.exp(-x)))
+_reg("relu", _unary,
+     lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0), g, 0.0)],
+     "relu: routes g where x > 0 (relu'(0) = 0)", lambda x: max(x, 0.0))
+_reg("abs", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sign", s.args[0]))],
+     "abs: sign(x) (|x|'(0) = 0)", abs)
+_reg("sign", _unary, None, fold=lambda x: float((x > 0) - (x < 0)))
+_reg("maximum", elementwise_float,
+     lambda b, s, g: _route(b, b.emit("ge", s.args[0], s.args[1]), g),
+     "max: routes g to the larger input (ties to the first)", max)
+_reg("minimum", elementwise_float,
+     lambda b, s, g: _route(b, b.emit("le", s.args[0], s.args[1]), g),
+     "min: routes g to the smaller input (ties to the first)", min)
+
+
+def _route(b, first_wins, g):
+    """The max/min gate: the whole g goes to the chosen input, zero to the other."""
+    return [b.emit("where", first_wins, g, 0.0), b.emit("where", first_wins, 0.0, g)]

@@ -1,0 +1,69 @@
+"""Matrix products and transposes.
+
+matmul covers matrix-matrix [m,k]@[k,n], matrix-vector [m,k]@[k],
+vector-matrix [k]@[k,n] and the dot product [k]@[k]. Its adjoint is the
+standard pair dA = G Bᵀ, dB = Aᵀ G (CS231n notes "Derivatives, Backpropagation,
+and Vectorization"; for ‖Wx‖²: ∇W = 2q xᵀ, ∇x = 2Wᵀq) with outer products
+for the vector cases. ``item`` turns a 1×1 matrix (SymPy's ``x.T*x``) into a scalar.
+"""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from . import fmt, need_float, register
+
+
+def _matmul_rule(args, attrs):
+    a, b = args
+    need_float(a, b)
+    if a.rank not in (1, 2) or b.rank not in (1, 2):
+        raise ShapeError(f"@ needs vectors or matrices, got {fmt(a)} @ {fmt(b)}")
+    k_a = a.shape[-1]
+    k_b = b.shape[0]
+    if k_a != k_b:
+        raise ShapeError(f"inner dimensions differ in {fmt(a)} @ {fmt(b)}: {k_a} vs {k_b}",
+                         hint="the last dimension of the left operand must equal the first of the right")
+    return "f64", a.shape[:-1] + b.shape[1:]
+
+
+def _matmul_vjp(b, s, g):
+    x, y = s.args
+    if x.rank == 2 and y.rank == 2:
+        return [b.emit("matmul", g, b.emit("transpose", y)), b.emit("matmul", b.emit("transpose", x), g)]
+    if x.rank == 2:           # [m,k] @ [k] -> [m]
+        return [b.emit("outer", g, y), b.emit("matmul", b.emit("transpose", x), g)]
+    if y.rank == 2:           # [k] @ [k,n] -> [n]
+        return [b.emit("matmul", y, g), b.emit("outer", x, g)]
+    return [b.emit("mul", g, y), b.emit("mul", g, x)]   # dot product
+
+
+def _transpose_rule(args, attrs):
+    (x,) = args
+    if x.rank != 2:
+        raise ShapeError(f"transpose needs a matrix, got {fmt(x)}")
+    return x.dtype, (x.shape[1], x.shape[0])
+
+
+def _outer_rule(args, attrs):
+    a, b = args
+    need_float(a, b)
+    if a.rank != 1 or b.rank != 1:
+        raise ShapeError(f"outer needs two vectors, got {fmt(a)} and {fmt(b)}")
+    return "f64", (a.shape[0], b.shape[0])
+
+
+def _item_rule(args, attrs):
+    (x,) = args
+    need_float(x)
+    if any(d != 1 for d in x.shape):
+        raise ShapeError(f"only a 1x1 result can become a scalar, got {fmt(x)}")
+    return "f64", ()
+
+
+register("matmul", _matmul_rule, _matmul_vjp, "matmul: dA = G Bᵀ, dB = Aᵀ G", family="linalg")
+register("transpose", _transpose_rule, lambda b, s, g: [b.emit("transpose", g)],
+         "transpose: transposes g", family="linalg")
+register("outer", _outer_rule,
+         lambda b, s, g: [b.emit("matmul", g, s.args[1]), b.emit("matmul", s.args[0], g)],
+         "outer: d(abᵀ) = G b, Gᵀ a", family="linalg")
+register("item", _item_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
+         "item: fills a 1x1 array with g", family="linalg")

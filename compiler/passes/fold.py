@@ -1,0 +1,48 @@
+"""Constant folding: scalar ops whose operands are all constants become constants.
+
+Uses each op's ``fold`` function from the op table. Results that are not
+finite (log(0), 1/0) are left unfolded so the generated code shows the op.
+``size`` folds when the shape is concrete; an ``alias`` of a constant becomes
+the constant.
+"""
+from __future__ import annotations
+
+import math
+
+from ..ir import Stmt
+from ..ops import OPS
+
+
+def _const_stmt(s, value):
+    return Stmt("const", (), s.out, (("shape", ()), ("value", float(value))), s.loc, s.note, s.adjoint)
+
+
+def fold_constants(fn):
+    consts: dict[int, float] = {}
+    stmts = []
+    for s in fn.stmts:
+        if s.op == "const":
+            if not s.out.shape:
+                consts[id(s.out)] = s.attr["value"]
+            stmts.append(s)
+            continue
+        value = None
+        if s.op == "size" and all(isinstance(d, int) for d in s.args[0].shape):
+            axis = s.attr.get("axis")
+            value = math.prod(s.args[0].shape) if axis is None else s.args[0].shape[axis]
+        elif s.op == "alias" and id(s.args[0]) in consts:
+            value = consts[id(s.args[0])]
+        elif (OPS[s.op].fold and s.out.dtype == "f64" and not s.out.shape
+              and all(id(a) in consts for a in s.args)):
+            try:
+                value = OPS[s.op].fold(*(consts[id(a)] for a in s.args))
+            except (ArithmeticError, ValueError):
+                value = None
+            if value is not None and (isinstance(value, complex) or not math.isfinite(value)):
+                value = None
+        if value is None:
+            stmts.append(s)
+        else:
+            consts[id(s.out)] = float(value)
+            stmts.append(_const_stmt(s, value))
+    return fn.replace(stmts)

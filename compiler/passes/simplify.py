@@ -1,0 +1,86 @@
+"""Algebraic simplification: x·1 → x, x+0 → x, x−0 → x, x/1 → x, −(−x) → x,
+x¹ → x, (xᵀ)ᵀ → x, sum_to to the same shape → x.
+
+A rewritten statement becomes an ``alias`` of the surviving operand (so a
+readable name such as ``q_bar`` stays), and uses of a non-aliased value are
+redirected to it. Rewrites apply only when the result has the operand's shape
+(``x * 1.0`` with x a scalar and 1.0 an array is not an identity).
+"""
+from __future__ import annotations
+
+from ..ir import Stmt
+from .util import substitute
+
+
+def _const(v, defs):
+    s = defs.get(id(v))
+    return s.attr["value"] if s is not None and s.op == "const" else None
+
+
+def _identity_operand(s, defs):
+    """The operand ``s`` equals, or None."""
+    a = s.args
+    c = [_const(x, defs) for x in a]
+    if s.op == "mul":
+        if c[1] == 1.0:
+            return a[0]
+        if c[0] == 1.0:
+            return a[1]
+    elif s.op == "add":
+        if c[1] == 0.0:
+            return a[0]
+        if c[0] == 0.0:
+            return a[1]
+    elif s.op in ("sub", "div") and c[1] == (0.0 if s.op == "sub" else 1.0):
+        return a[0]
+    elif s.op == "powc" and s.attr["p"] == 1.0:
+        return a[0]
+    elif s.op in ("neg", "transpose"):
+        inner = defs.get(id(a[0]))
+        if inner is not None and inner.op == s.op:
+            return inner.args[0]
+    elif s.op == "sum_to":
+        return a[0]
+    return None
+
+
+def simplify(fn):
+    defs = {}
+    stmts = []
+    for s in fn.stmts:
+        keep = _identity_operand(s, defs)
+        if keep is not None and keep.shape == s.out.shape and keep.dtype == s.out.dtype:
+            s = Stmt("alias", (keep,), s.out, (), s.loc, s.note, s.adjoint)
+        defs[id(s.out)] = s
+        stmts.append(s)
+    return fn.replace(stmts)
+
+
+def coalesce_aliases(fn):
+    """Drop ``y = alias x`` when x is a temporary used only there: x takes y's name.
+
+    Keeps aliases of inputs, of outputs and of values used elsewhere, so
+    ``x_bar = q_bar`` (fan-out to named values) stays readable.
+    """
+    uses: dict[int, int] = {}
+    for s in fn.stmts:
+        for a in s.args:
+            uses[id(a)] = uses.get(id(a), 0) + 1
+    for v in fn.outputs:
+        uses[id(v)] = uses.get(id(v), 0) + 1
+    defs = {id(s.out): s for s in fn.stmts}
+    repl = {}
+    stmts = []
+    for s in fn.stmts:
+        if s.op == "alias":
+            src = defs.get(id(s.args[0]))
+            if (src is not None and src.op not in ("alias", "const") and uses[id(src.out)] == 1
+                    and src.adjoint == s.adjoint and (src.adjoint or not fn.differentiated)):
+                src.out.name = s.out.name
+                repl[id(s.out)] = src.out
+                if s.note and not src.note:
+                    src.note = s.note
+                continue
+        stmts.append(s)
+    stmts, outputs = substitute(stmts, fn.outputs, repl)
+    return fn.replace(stmts, outputs)
