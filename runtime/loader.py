@@ -59,12 +59,24 @@ def write_atomic(path: Path, text: str) -> bool:
     return True
 
 
+_LOADED: dict[Path, tuple[int, int, object]] = {}
+
+
 def import_generated(path: Path):
-    """Import a generated module from ``path`` under a name unique to that path."""
+    """Import a generated module from ``path`` under a name unique to that path.
+
+    A module already imported from the same unchanged file is reused, so its
+    compiled functions are too.
+    """
     path = Path(path).resolve()
+    st = path.stat()
+    hit = _LOADED.get(path)
+    if hit and hit[:2] == (st.st_mtime_ns, st.st_size):
+        return hit[2]
     name = "gradc_generated_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    _LOADED[path] = (st.st_mtime_ns, st.st_size, module)
     return module

@@ -56,8 +56,8 @@ register("sum", _reduce_rule,
          lambda b, s, g: [b.emit("expand", g, s.args[0], axis=s.attr.get("axis"))],
          "sum: copies g to every summed element", family="reduce")
 register("mean", _reduce_rule,
-         lambda b, s, g: [b.emit("div", b.emit("expand", g, s.args[0], axis=s.attr.get("axis")),
-                                 b.emit("size", s.args[0], axis=s.attr.get("axis")))],
+         lambda b, s, g: [b.emit("expand", b.emit("div", g, b.emit("size", s.args[0], axis=s.attr.get("axis"))),
+                                 s.args[0], axis=s.attr.get("axis"))],
          "mean: copies g/n to every element", family="reduce")
 register("sum_to", _sum_to_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
          "sum_to: broadcasts g back", family="reduce")

@@ -1,9 +1,10 @@
 """Algebraic simplification: x·1 → x, x+0 → x, x−0 → x, x/1 → x, −(−x) → x,
 x¹ → x, (xᵀ)ᵀ → x, sum_to to the same shape → x.
 
-A rewritten statement becomes an ``alias`` of the surviving operand (so a
-readable name such as ``q_bar`` stays), and uses of a non-aliased value are
-redirected to it. Rewrites apply only when the result has the operand's shape
+A rewritten statement that carries a name worth keeping (an adjoint
+contribution such as ``q_bar``, which has a rule note, or an output) becomes an
+``alias`` of the surviving operand; other uses are redirected to the operand.
+Also ``expand(g)·y → g·y`` for a scalar g (no array of copies of g). Rewrites apply only when the result has the operand's shape
 (``x * 1.0`` with x a scalar and 1.0 an array is not an identity).
 """
 from __future__ import annotations
@@ -44,16 +45,40 @@ def _identity_operand(s, defs):
     return None
 
 
+def _scalar_expand(v, defs):
+    """g if v = expand(g, like) with a scalar g and no axis, else None."""
+    s = defs.get(id(v))
+    if s is not None and s.op == "expand" and s.attr.get("axis") is None and not s.args[0].shape:
+        return s.args[0]
+    return None
+
+
 def simplify(fn):
     defs = {}
+    repl = {}
+    outputs = {id(v) for v in fn.outputs}
     stmts = []
     for s in fn.stmts:
+        args = tuple(repl.get(id(a), a) for a in s.args)
+        if args != s.args:
+            s = Stmt(s.op, args, s.out, s.attrs, s.loc, s.note, s.adjoint)
+        if s.op == "mul":
+            for i in (0, 1):
+                g = _scalar_expand(args[i], defs)
+                if g is not None and args[1 - i].shape == s.out.shape:
+                    s = Stmt("mul", (g, args[1 - i]), s.out, s.attrs, s.loc, s.note, s.adjoint)
+                    break
         keep = _identity_operand(s, defs)
         if keep is not None and keep.shape == s.out.shape and keep.dtype == s.out.dtype:
-            s = Stmt("alias", (keep,), s.out, (), s.loc, s.note, s.adjoint)
+            if s.note or id(s.out) in outputs:
+                s = Stmt("alias", (keep,), s.out, (), s.loc, s.note, s.adjoint)
+            else:
+                repl[id(s.out)] = keep
+                continue
         defs[id(s.out)] = s
         stmts.append(s)
-    return fn.replace(stmts)
+    stmts, outs = substitute(stmts, fn.outputs, repl)
+    return fn.replace(stmts, outs)
 
 
 def coalesce_aliases(fn):

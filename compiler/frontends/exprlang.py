@@ -1,0 +1,234 @@
+"""The spec expression language: parsed with :mod:`ast` against a whitelist, lowered to IR.
+
+Grammar (a subset of Python expressions; nothing here is ever evaluated):
+
+* numbers (``2``, ``1e-4``), names of inputs, params and earlier graph entries;
+* ``+ - * / ** @``, unary ``-``, one comparison ``< <= > >=`` (a mask for ``where``);
+* calls of the functions in :data:`FUNCTIONS`, with keyword ``axis=`` where listed.
+
+Everything else (attributes, subscripts, lambdas, comprehensions, strings,
+f-strings, starred arguments, ``and``/``or``) is a :class:`SpecError` naming
+the construct and its place. Limits: :data:`MAX_CHARS` characters,
+:data:`MAX_NODES` syntax nodes, :data:`MAX_DEPTH` levels of nesting.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+
+from ..errors import SpecError
+from ..ir import Builder, Value
+
+MAX_CHARS = 4000
+MAX_NODES = 2000
+MAX_DEPTH = 64
+
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
+_CMPOPS = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge"}
+
+
+def _unary(op):
+    return lambda b, x: b.emit(op, x)
+
+
+def _binary(op):
+    return lambda b, x, y: b.emit(op, x, y)
+
+
+def _reduce(op):
+    return lambda b, x, axis=None: b.emit(op, x, axis=axis)
+
+
+#: Spec function name -> (number of positional args, keyword names, lowering).
+FUNCTIONS = {
+    "exp": (1, (), _unary("exp")),
+    "log": (1, (), _unary("log")),
+    "sqrt": (1, (), _unary("sqrt")),
+    "sin": (1, (), _unary("sin")),
+    "cos": (1, (), _unary("cos")),
+    "tan": (1, (), _unary("tan")),
+    "tanh": (1, (), _unary("tanh")),
+    "sigmoid": (1, (), _unary("sigmoid")),
+    "relu": (1, (), _unary("relu")),
+    "abs": (1, (), _unary("abs")),
+    "transpose": (1, (), _unary("transpose")),
+    "maximum": (2, (), _binary("maximum")),
+    "minimum": (2, (), _binary("minimum")),
+    "where": (3, (), lambda b, c, x, y: b.emit("where", c, x, y)),
+    "sum": (1, ("axis",), _reduce("sum")),
+    "mean": (1, ("axis",), _reduce("mean")),
+    "pick": (2, (), _binary("pick")),
+    "softmax_cross_entropy": (2, (), _binary("softmax_cross_entropy")),
+    "mse": (2, (), _binary("mse")),
+}
+
+
+def _describe(node: ast.AST) -> str:
+    names = {ast.Attribute: "attribute access (x.attr)", ast.Subscript: "indexing (x[...])",
+             ast.Lambda: "lambda", ast.ListComp: "a comprehension", ast.GeneratorExp: "a generator",
+             ast.SetComp: "a comprehension", ast.DictComp: "a comprehension", ast.JoinedStr: "an f-string",
+             ast.Starred: "starred arguments", ast.BoolOp: "'and'/'or'", ast.IfExp: "'x if c else y'",
+             ast.NamedExpr: "':='", ast.Await: "await", ast.List: "a list", ast.Tuple: "a tuple",
+             ast.Dict: "a dict", ast.Set: "a set"}
+    return names.get(type(node), type(node).__name__)
+
+
+class ExprLowerer:
+    """Lowers expression strings of one spec into a shared :class:`Builder`.
+
+    ``env`` maps names to values; ``where(node)`` turns an ast node into a
+    ``file:line:col`` string (set by the spec loader for each expression).
+    """
+
+    def __init__(self, builder: Builder, env: dict[str, Value]):
+        self.b = builder
+        self.env = env
+        self.place = lambda node: None
+
+    def parse(self, text: str, place) -> ast.Expression:
+        """Parse and check one expression string; ``place(col)`` names a column."""
+        if not isinstance(text, str):
+            raise SpecError("an expression must be a string", place(0))
+        if len(text) > MAX_CHARS:
+            raise SpecError(f"expression is {len(text)} characters long; the limit is {MAX_CHARS}", place(0))
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError as e:
+            raise SpecError(f"syntax error in expression {text.strip()!r}: {e.msg}",
+                            place((e.offset or 1) - 1)) from None
+        except (RecursionError, MemoryError, ValueError):
+            raise SpecError("expression is nested too deeply to parse", place(0)) from None
+        nodes = 0
+        stack = [(tree, 0)]
+        while stack:
+            node, depth = stack.pop()
+            nodes += 1
+            if depth > MAX_DEPTH or nodes > MAX_NODES:
+                raise SpecError(f"expression is too large (limits: depth {MAX_DEPTH}, {MAX_NODES} nodes)",
+                                place(0))
+            stack.extend((c, depth + 1) for c in ast.iter_child_nodes(node))
+        return tree
+
+    def lower(self, text: str, place) -> Value:
+        tree = self.parse(text, place)
+        offset = len(text) - len(text.lstrip())
+        self.place = lambda node: place(getattr(node, "col_offset", 0) + offset)
+        return self._lower(tree.body)
+
+    # iterative post-order walk over the checked ast
+    def _lower(self, root: ast.AST) -> Value:
+        done: dict[int, object] = {}
+        stack = [(root, False)]
+        while stack:
+            node, ready = stack.pop()
+            kids = self._children(node)
+            if not ready:
+                stack.append((node, True))
+                stack.extend((k, False) for k in reversed(kids))
+                continue
+            self.b.loc = self.place(node)
+            done[id(node)] = self._build(node, [done[id(k)] for k in kids])
+        return done[id(root)]
+
+    def _children(self, node):
+        if isinstance(node, ast.BinOp):
+            return [node.left, node.right]
+        if isinstance(node, ast.UnaryOp):
+            return [node.operand]
+        if isinstance(node, ast.Compare):
+            return [node.left, *node.comparators]
+        if isinstance(node, ast.Call):
+            return list(node.args)
+        return []
+
+    def _fail(self, node, message, hint=None):
+        raise SpecError(message, self.place(node), hint)
+
+    def _number(self, node):
+        """The value of a numeric literal (or -literal), else None."""
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = self._number(node.operand)
+            return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        return None
+
+    def _build(self, node, vals):
+        b = self.b
+        if isinstance(node, ast.Constant):
+            if type(node.value) not in (int, float):
+                self._fail(node, f"only numbers are allowed as constants, not {node.value!r}"[:200])
+            if isinstance(node.value, int) and abs(node.value) > 2 ** 53:
+                self._fail(node, "integer constant is too large (the limit is 2**53)")
+            if not math.isfinite(float(node.value)):
+                self._fail(node, "constant must be finite")
+            return b.const(float(node.value))
+        if isinstance(node, ast.Name):
+            if node.id not in self.env:
+                close = difflib.get_close_matches(node.id, list(self.env), n=1)
+                self._fail(node, f"undefined name '{node.id}'",
+                           f"did you mean '{close[0]}'?" if close else
+                           "declare it in [inputs] or [params], or define it in [graph]")
+            return self.env[node.id]
+        if isinstance(node, ast.BinOp):
+            if isinstance(node.op, ast.Pow):
+                p = self._number(node.right)
+                if p is not None:
+                    if not math.isfinite(float(p)) or abs(p) > 1e6:
+                        self._fail(node, "exponent is too large")
+                    return b.emit("powc", vals[0], p=float(p))
+                return b.emit("pow", vals[0], vals[1])
+            op = _BINOPS.get(type(node.op))
+            if op is None:
+                self._fail(node, f"operator {type(node.op).__name__} is not allowed",
+                           "use + - * / ** @")
+            return b.emit(op, vals[0], vals[1])
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.USub):
+                return b.emit("neg", vals[0])
+            if isinstance(node.op, ast.UAdd):
+                return vals[0]
+            self._fail(node, f"operator {type(node.op).__name__} is not allowed")
+        if isinstance(node, ast.Compare):
+            if len(node.ops) != 1 or type(node.ops[0]) not in _CMPOPS:
+                self._fail(node, "only one comparison <, <=, > or >= is allowed here")
+            return b.emit(_CMPOPS[type(node.ops[0])], vals[0], vals[1])
+        if isinstance(node, ast.Call):
+            return self._call(node, vals)
+        self._fail(node, f"{_describe(node)} is not allowed in a spec expression",
+                   "use names, numbers, + - * / ** @, comparisons and the documented functions")
+
+    def _call(self, node: ast.Call, vals):
+        if not isinstance(node.func, ast.Name):
+            self._fail(node, f"only plain function names can be called, not {_describe(node.func)}")
+        name = node.func.id
+        if name not in FUNCTIONS:
+            close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
+            self._fail(node, f"unknown function '{name}'",
+                       f"did you mean '{close[0]}'?" if close else "known: " + ", ".join(sorted(FUNCTIONS)))
+        nargs, kwnames, fn = FUNCTIONS[name]
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            self._fail(node, "starred arguments are not allowed")
+        if len(vals) != nargs:
+            self._fail(node, f"{name}() takes {nargs} argument{'s' if nargs != 1 else ''}, got {len(vals)}")
+        kwargs = {}
+        for kw in node.keywords:
+            if kw.arg is None or kw.arg not in kwnames:
+                self._fail(node, f"{name}() has no keyword argument '{kw.arg or '**'}'"
+                           + (f"; it accepts {', '.join(kwnames)}" if kwnames else ""))
+            value = self._number(kw.value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                self._fail(kw.value, f"{kw.arg}= must be an integer")
+            kwargs[kw.arg] = value
+        return fn(self.b, *vals, **kwargs)
+
+
+def names_used(tree: ast.Expression) -> list[str]:
+    """Names an expression refers to, in order of first appearance (excluding called function names)."""
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    seen = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and id(n) not in called and n.id not in seen:
+            seen.append(n.id)
+    return seen

@@ -1,0 +1,245 @@
+"""Model-spec frontend: a TOML file (parsed with :mod:`tomllib`) lowered to the primal IR.
+
+Layout::
+
+    [model]            name = "mlp_digits", description = "..." (optional)
+    [inputs]           X = { shape = ["batch", 64] }, y = { shape = ["batch"], dtype = "int64" }
+    [params]           W1 = { shape = [64, 32], init = "glorot" }   (differentiated by default)
+    [graph]            h = "tanh(X @ W1 + b1)"   (named assignments; any order, no cycles)
+    [output]           value = "loss", wrt = ["W1", ...] (optional; any float input or param)
+
+Shapes list ints and symbolic dimension names; dtypes are ``float64`` (default)
+or ``int64`` (class labels, inputs only). ``init`` is one of ``zeros``,
+``ones``, ``constant`` (with ``value``), ``normal`` (``std``), ``uniform``
+(``scale``), ``glorot``, ``he``.
+
+The spec is untrusted: its text goes through ``tomllib`` and the expression
+strings through :mod:`.exprlang` (``ast`` + whitelist) only; names that
+become Python identifiers are validated with :func:`~gradc.ir.check_identifier`.
+Every error is a :class:`SpecError` with ``file:line:col``.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+
+from ..errors import GradcError, SpecError
+from ..ir import Builder, Function, Namer, Value, check_identifier
+from . import Lowered
+from .exprlang import ExprLowerer, names_used
+
+SECTIONS = ("model", "inputs", "params", "graph", "output")
+INITS = {"zeros": (), "ones": (), "constant": ("value",), "normal": ("std",), "uniform": ("scale",),
+         "glorot": (), "he": ()}
+DTYPES = {"float64": "f64", "int64": "i64"}
+
+
+class _Places:
+    """Finds the line (and the column of the value) of ``[section] key = ...`` in the raw text."""
+
+    def __init__(self, text: str, filename: str):
+        self.filename = filename
+        self.lines: dict[tuple[str, str], tuple[int, int]] = {}
+        self.sections: dict[str, int] = {}
+        section = ""
+        for n, line in enumerate(text.splitlines(), start=1):
+            m = re.match(r"\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]", line)
+            if m:
+                section = m.group(1)
+                self.sections.setdefault(section, n)
+                continue
+            m = re.match(r"""\s*("[^"]*"|'[^']*'|[A-Za-z0-9_\-]+)\s*=\s*""", line)
+            if m:
+                key = m.group(1).strip("\"'")
+                self.lines.setdefault((section, key), (n, m.end()))
+
+    def at(self, section: str, key: str | None = None, col: int | None = None) -> str:
+        if key is not None and (section, key) in self.lines:
+            line, vcol = self.lines[(section, key)]
+            # +1 for the opening quote of the expression string, +1 for 1-based columns
+            return f"{self.filename}:{line}:{vcol + 2 + col if col is not None else vcol + 1}"
+        if section in self.sections:
+            return f"{self.filename}:{self.sections[section]}"
+        return self.filename
+
+
+def _table(doc: dict, name: str, places: _Places, required: bool = True) -> dict:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise SpecError(f"[{name}] must be a table", places.at(name))
+    if required and not value:
+        raise SpecError(f"the spec has no [{name}] section", places.filename,
+                        f"add a [{name}] table (see examples/mlp_digits.toml)")
+    return value
+
+
+def _name(name: str, where: str, what: str) -> str:
+    why = check_identifier(name)
+    if why:
+        raise SpecError(f"{what} name {name!r} is not allowed: {why}", where)
+    return name
+
+
+def _shape(decl, where: str, name: str) -> tuple:
+    if not isinstance(decl, list):
+        raise SpecError(f"shape of {name} must be a list such as [\"batch\", 64]", where)
+    out = []
+    for d in decl:
+        if isinstance(d, bool) or not isinstance(d, (int, str)):
+            raise SpecError(f"dimension {d!r} of {name} must be a positive integer or a name", where)
+        if isinstance(d, int) and not 0 < d <= 2 ** 31:
+            raise SpecError(f"dimension {d} of {name} must be a positive integer", where)
+        if isinstance(d, str):
+            _name(d, where, "dimension")
+        out.append(d)
+    if len(out) > 4:
+        raise SpecError(f"{name} has {len(out)} dimensions; at most 4 are supported", where)
+    return tuple(out)
+
+
+def _declare(kind: str, table: dict, places: _Places, namer: Namer, roles: dict) -> list[Value]:
+    values = []
+    for name, decl in table.items():
+        where = places.at(kind, name)
+        _name(name, where, "input" if kind == "inputs" else "parameter")
+        if name in namer.used:
+            raise SpecError(f"'{name}' is declared twice", where)
+        if not isinstance(decl, dict):
+            raise SpecError(f"{name} must be a table such as {{ shape = [\"batch\", 64] }}", where)
+        allowed = {"shape", "dtype", "doc"} | ({"init"} | {o for v in INITS.values() for o in v}
+                                               if kind == "params" else set())
+        extra = sorted(set(decl) - allowed)
+        if extra:
+            raise SpecError(f"{name} has unknown key(s) {', '.join(extra)}", where,
+                            f"allowed: {', '.join(sorted(allowed))}")
+        shape = _shape(decl.get("shape", []), where, name)
+        dtype = decl.get("dtype", "float64")
+        if dtype not in DTYPES or (kind == "params" and dtype != "float64"):
+            raise SpecError(f"dtype of {name} must be "
+                            + ("float64" if kind == "params" else "float64 or int64") + f", not {dtype!r}", where)
+        values.append(Value(namer.claim(name), DTYPES[dtype], shape))
+        roles[name] = " (data)" if kind == "inputs" else " (parameter)"
+    return values
+
+
+def _params_init(table: dict, places: _Places) -> dict:
+    out = {}
+    for name, decl in table.items():
+        method = decl.get("init", "zeros")
+        if method not in INITS:
+            raise SpecError(f"unknown init {method!r} for {name}", places.at("params", name),
+                            "choose one of " + ", ".join(INITS))
+        opts = {}
+        for k in INITS[method]:
+            if k in decl:
+                if isinstance(decl[k], bool) or not isinstance(decl[k], (int, float)):
+                    raise SpecError(f"{k} of {name} must be a number", places.at("params", name))
+                opts[k] = float(decl[k])
+        out[name] = (method, opts)
+    return out
+
+
+def _order(graph: dict, trees: dict, places: _Places) -> list[str]:
+    """Graph entries in dependency order (file order where free); a cycle is an error."""
+    order, state = [], {}
+    for start in graph:
+        stack = [(start, iter([d for d in names_used(trees[start]) if d in graph]))]
+        if state.get(start) == "done":
+            continue
+        state[start] = "active"
+        path = [start]
+        while stack:
+            node, deps = stack[-1]
+            nxt = next(deps, None)
+            if nxt is None:
+                stack.pop()
+                path.pop()
+                state[node] = "done"
+                order.append(node)
+            elif state.get(nxt) == "active":
+                cycle = path[path.index(nxt):] + [nxt]
+                raise SpecError(f"the graph has a cycle: {' -> '.join(cycle)}", places.at("graph", nxt),
+                                "graph entries must not depend on themselves")
+            elif state.get(nxt) != "done":
+                state[nxt] = "active"
+                path.append(nxt)
+                stack.append((nxt, iter([d for d in names_used(trees[nxt]) if d in graph])))
+    return order
+
+
+def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
+    """Parse and lower a spec; ``wrt`` (a list of names) overrides ``[output] wrt``.
+
+    Raises :class:`SpecError` (malformed TOML or spec, with file:line:col) and
+    :class:`~gradc.errors.ShapeError` (operands that do not fit an op).
+    """
+    places = _Places(text, filename)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"malformed TOML: {e}", filename) from None
+    for key in doc:
+        if key not in SECTIONS:
+            raise SpecError(f"unknown section [{key}]", places.at(key), "sections: " + ", ".join(SECTIONS))
+    model = _table(doc, "model", places, required=False)
+    model_name = _name(model.get("name", "model"), places.at("model", "name"), "model")
+    inputs_t = _table(doc, "inputs", places, required=False)
+    params_t = _table(doc, "params", places, required=False)
+    graph = _table(doc, "graph", places)
+    output = _table(doc, "output", places)
+
+    namer, roles = Namer(), {}
+    inputs = _declare("inputs", inputs_t, places, namer, roles)
+    params = _declare("params", params_t, places, namer, roles)
+    env = {v.name: v for v in inputs + params}
+    b = Builder(namer)
+    lowerer = ExprLowerer(b, env)
+
+    def place_of(section, key):
+        return lambda col: places.at(section, key, col)
+
+    trees = {}
+    for name, expr in graph.items():
+        where = places.at("graph", name)
+        _name(name, where, "graph entry")
+        if name in env:
+            raise SpecError(f"'{name}' is already declared in [inputs] or [params]", where,
+                            "graph entries need new names")
+        namer.claim(name)
+        trees[name] = lowerer.parse(expr, place_of("graph", name))
+    for name in _order(graph, trees, places):
+        b.hint = name
+        v = lowerer.lower(graph[name], place_of("graph", name))
+        if v in env.values() or any(s.out is v and s.op == "const" for s in b.stmts) or v.name in env:
+            v = b.emit("alias", v, name=name + "_v")
+        v.name = name                     # the graph entry names its final SSA value
+        env[name] = v
+    if "value" not in output:
+        raise SpecError("[output] needs value = \"<graph entry or expression>\"", places.at("output"))
+    b.hint = "out"
+    out = lowerer.lower(output["value"], place_of("output", "value"))
+    extra = sorted(set(output) - {"value", "wrt"})
+    if extra:
+        raise SpecError(f"[output] has unknown key(s) {', '.join(extra)}", places.at("output"))
+
+    by_name = {v.name: v for v in inputs + params}
+    wrt_names = wrt if wrt is not None else output.get("wrt", [v.name for v in params])
+    if isinstance(wrt_names, str):
+        wrt_names = [w.strip() for w in wrt_names.split(",") if w.strip()]
+    wrt_vals = []
+    for w in wrt_names:
+        where = places.at("output", "wrt")
+        if w not in by_name:
+            raise SpecError(f"wrt names '{w}', which is not an input or parameter", where)
+        if by_name[w].dtype != "f64":
+            raise SpecError(f"wrt names '{w}', an int64 input: labels have no gradient", where,
+                            "remove it from wrt")
+        wrt_vals.append(by_name[w])
+    fn = Function(model_name, inputs + params, b.stmts, [out], source_name=filename)
+    lowered = Lowered(fn, wrt_vals, text, filename, model_name,
+                      hashlib.sha256(text.encode()).hexdigest(), _params_init(params_t, places), roles)
+    return lowered
+
+
+__all__ = ["load_spec", "GradcError"]

@@ -1,0 +1,36 @@
+"""Shared test setup.
+
+Generated modules go to one cache folder per test session (or to
+``$GRADC_TEST_CACHE`` to keep Numba's machine code between local runs), and
+compiled modules are shared across tests through :func:`compiled`, so each
+distinct source is compiled by Numba at most once per session.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+
+def pytest_configure(config):
+    os.environ["GRADC_CACHE_DIR"] = os.environ.get("GRADC_TEST_CACHE") or tempfile.mkdtemp(prefix="gradc-test-")
+
+
+_COMPILED: dict = {}
+
+
+def compiled(source, **kw):
+    """``gradc.compile`` memoised per session on (source, options)."""
+    import gradc
+
+    key = (str(source) if not hasattr(source, "free_symbols") else __import__("sympy").srepr(source),
+           repr(sorted(kw.items(), key=lambda x: x[0])))
+    if key not in _COMPILED:
+        _COMPILED[key] = gradc.compile(source, **kw)
+    return _COMPILED[key]
+
+
+@pytest.fixture(scope="session")
+def compile_cached():
+    return compiled
