@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__
 from .ad import grad
 from .codegen import render_module
+from .errors import SpecError, UnsupportedError
 from .frontends import Lowered
 from .ir import Function, format_function, verify
 from .passes import dce, optimize
@@ -51,19 +52,18 @@ def lower(source, args=None, wrt=None, name: str | None = None) -> Lowered:
         from .frontends.sympy import lower as lower_sympy
         return lower_sympy(source, args, wrt, name or "f")
     from .frontends.spec import load_spec
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith(".toml")):
-        return load_spec(Path(source).read_text(encoding="utf-8") if Path(source).exists()
-                         else _missing(source), Path(source).name, wrt)
+    looks_like_path = isinstance(source, str) and "\n" not in source and "=" not in source
+    if isinstance(source, Path) or looks_like_path:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpecError(f"cannot read spec file {path}: {getattr(e, 'strerror', None) or e}") from None
+        return load_spec(text, path.name, wrt)
     if isinstance(source, str):
         return load_spec(source, "<spec>", wrt)
-    from .errors import UnsupportedError
     raise UnsupportedError(f"cannot compile a {type(source).__name__}",
                            hint="pass a SymPy expression, a spec path or spec text")
-
-
-def _missing(path):
-    from .errors import SpecError
-    raise SpecError(f"spec file {path} does not exist")
 
 
 def build(source, args=None, wrt=None, name: str | None = None) -> Artifact:
@@ -75,7 +75,8 @@ def build(source, args=None, wrt=None, name: str | None = None) -> Artifact:
     verify(full)
     forward = dce(primal)
     key = hashlib.sha256("\x00".join([
-        __version__, lowered.canonical, ",".join(v.name for v in lowered.wrt)]).encode()).hexdigest()
+        __version__, lowered.canonical, lowered.source_name,
+        ",".join(v.name for v in lowered.wrt)]).encode()).hexdigest()
     code = render_module(forward, full, version=__version__, source_text=lowered.source_text,
                          source_name=lowered.source_name, source_hash=key[:16],
                          model_name=lowered.model_name, params=lowered.params, roles=lowered.roles)

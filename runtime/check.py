@@ -17,9 +17,10 @@ class GradcheckReport(dict):
         return "\n".join(f"{k:>16}: max rel. error {v:.2e}" for k, v in self.items())
 
 
-def _rel(a: float, n: float) -> float:
-    scale = max(abs(a), abs(n))
-    return 0.0 if scale < 1e-12 else abs(a - n) / scale
+def _rel(a: float, n: float, floor: float = 1e-6) -> float:
+    """|a − n| / max(|a|, |n|, floor): relative, but absolute for entries near zero,
+    where finite differences carry only round-off."""
+    return abs(a - n) / max(abs(a), abs(n), floor)
 
 
 def gradcheck(compiled, *args, eps: float = 1e-6, max_elems: int = 40, seed: int = 0) -> GradcheckReport:
@@ -28,7 +29,7 @@ def gradcheck(compiled, *args, eps: float = 1e-6, max_elems: int = 40, seed: int
     ``compiled`` is a :class:`gradc.Compiled` or a generated module; ``args``
     in its argument order. For each ``wrt`` argument, up to ``max_elems``
     entries (chosen at random, seeded) are perturbed by h = eps·max(1, |x|).
-    Returns the worst relative error |a − n| / max(|a|, |n|) per argument.
+    Returns the worst relative error |a − n| / max(|a|, |n|, 1e-6) per argument.
     Also checks that ``forward`` returns ``value_and_grad``'s value (key ``"value"``).
     """
     module = getattr(compiled, "module", compiled)

@@ -26,6 +26,14 @@ _UNARY = {sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "t
 _COMPARE = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt", sp.GreaterThan: "ge"}
 
 
+def _chain(b, op: str, vals):
+    """Fold an n-ary SymPy node into binary ops: op(op(v0, v1), v2) ..."""
+    acc = vals[0]
+    for v in vals[1:]:
+        acc = b.emit(op, acc, v)
+    return acc
+
+
 def _is_neg(term) -> bool:
     return isinstance(term, (sp.Mul, sp.Number)) and term.could_extract_minus_sign() and term != 0
 
@@ -63,7 +71,9 @@ class _Lowerer:
         if isinstance(node, (sp.Symbol, sp.MatrixSymbol)):
             raise UnsupportedError(f"free symbol '{node}' is not in args", str(self.expr)[:200],
                                    "list every symbol of the expression in args")
-        if isinstance(node, sp.Add):
+        if isinstance(node, sp.MatrixExpr):     # MatAdd/MatMul subclass Add/Mul: keep them whole
+            kids = list(node.args)
+        elif isinstance(node, sp.Add):
             kids = [-t if _is_neg(t) else t for t in node.args]
         elif isinstance(node, sp.Mul):
             kids = []
@@ -95,7 +105,7 @@ class _Lowerer:
             return b.const(float(node))
         if node in (sp.oo, -sp.oo, sp.zoo, sp.nan) or isinstance(node, sp.core.numbers.ImaginaryUnit):
             self.fail(node, "is not a finite real number")
-        if isinstance(node, sp.Add):
+        if isinstance(node, sp.Add) and not isinstance(node, sp.MatAdd):
             acc = None
             for term, v in zip(node.args, vals):
                 if acc is None:
@@ -103,7 +113,7 @@ class _Lowerer:
                 else:
                     acc = b.emit("sub" if _is_neg(term) else "add", acc, v)
             return acc
-        if isinstance(node, sp.Mul):
+        if isinstance(node, sp.Mul) and not isinstance(node, sp.MatMul):
             num, den, k = [], [], 0
             for f in node.args:
                 if f == -1:
@@ -111,14 +121,9 @@ class _Lowerer:
                 target = den if isinstance(f, sp.Pow) and f.exp.is_Number and f.exp < 0 else num
                 target.append(vals[k])
                 k += 1
-            acc = num[0] if num else b.const(1.0)
-            for v in num[1:]:
-                acc = b.emit("mul", acc, v)
+            acc = _chain(b, "mul", num) if num else b.const(1.0)
             if den:
-                d = den[0]
-                for v in den[1:]:
-                    d = b.emit("mul", d, v)
-                acc = b.emit("div", acc, d)
+                acc = b.emit("div", acc, _chain(b, "mul", den))
             return b.emit("neg", acc) if -1 in node.args else acc
         if isinstance(node, sp.Pow):
             e = node.exp
@@ -137,20 +142,12 @@ class _Lowerer:
                     self.fail(node, f"with {len(vals)} arguments is not supported")
                 return b.emit(op, vals[0])
         if isinstance(node, (sp.Max, sp.Min)):
-            op = "maximum" if isinstance(node, sp.Max) else "minimum"
-            acc = vals[0]
-            for v in vals[1:]:
-                acc = b.emit(op, acc, v)
-            return acc
+            return _chain(b, "maximum" if isinstance(node, sp.Max) else "minimum", vals)
         for cls, op in _COMPARE.items():
             if isinstance(node, cls):
                 return b.emit(op, vals[0], vals[1])
         if isinstance(node, (sp.And, sp.Or)):
-            op = "logical_and" if isinstance(node, sp.And) else "logical_or"
-            acc = vals[0]
-            for v in vals[1:]:
-                acc = b.emit(op, acc, v)
-            return acc
+            return _chain(b, "logical_and" if isinstance(node, sp.And) else "logical_or", vals)
         if isinstance(node, sp.Not):
             return b.emit("logical_not", vals[0])
         if isinstance(node, sp.Piecewise):
@@ -173,11 +170,7 @@ class _Lowerer:
                     scale = v if scale is None else b.emit("mul", scale, v)
             return acc if scale is None else b.emit("mul", scale, acc)
         if isinstance(node, (sp.MatAdd, sp.HadamardProduct)):
-            op = "add" if isinstance(node, sp.MatAdd) else "mul"
-            acc = vals[0]
-            for v in vals[1:]:
-                acc = b.emit(op, acc, v)
-            return acc
+            return _chain(b, "add" if isinstance(node, sp.MatAdd) else "mul", vals)
         if isinstance(node, sp.Transpose):
             return b.emit("transpose", vals[0])
         if isinstance(node, sp.HadamardPower):
