@@ -13,8 +13,10 @@ function returning ``(value, (grad_1, ..., grad_n))`` in ``wrt`` order.
 * Masked select: the adjoint of ``where(c, a, b)`` sends ``where(c, g, 0)`` into
   branch ``a``. Inside a branch the same mask is re-applied to each adjoint an
   elementwise rule produces, so an inf/NaN derivative of the untaken branch
-  (``where(x > 0, sqrt(x), 0)`` at x = 0) gives 0, not NaN. JAX users write
-  the "double where" by hand for this; here the compiler does it.
+  (``where(x > 0, sqrt(x), 0)`` at x = 0) gives 0, not NaN. The mask goes
+  through elementwise rules only, and is applied before a broadcast operand's
+  ``sum_to``. JAX users write the "double where" by hand for this; here the
+  compiler does it.
 """
 from __future__ import annotations
 
@@ -91,6 +93,7 @@ def grad(fn: Function, wrt: list[Value]) -> Function:
         if rule is None or g is None:
             continue
         mask = masks.get(id(s.out))
+        elementwise = OPS[s.op].family in ("elementwise", "select")
         b.hint = f"{s.out.name}_d"
         b.loc = s.loc
         first_new = len(b.stmts)
@@ -101,10 +104,10 @@ def grad(fn: Function, wrt: list[Value]) -> Function:
             arg_mask = None
             if s.op == "where" and c.shape == arg.shape == s.out.shape:
                 arg_mask = (s.args[0], pos == 1)
-            elif mask is not None and arg.shape == s.out.shape:
+            elif mask is not None and elementwise and c.shape == s.out.shape:
                 m, taken = mask
                 c = b.emit("where", m, c, 0.0) if taken else b.emit("where", m, 0.0, c)
-                arg_mask = mask
+                arg_mask = mask if arg.shape == s.out.shape else None
             if c.shape != arg.shape:
                 c = b.emit("sum_to", c, shape=arg.shape)
             k = len(contribs.setdefault(id(arg), []))
