@@ -125,6 +125,7 @@ class Namer:
 
     def __init__(self) -> None:
         self.used: set[str] = set()
+        self._next: dict[str, int] = {}
 
     def claim(self, name: str) -> str:
         self.used.add(name)
@@ -136,9 +137,10 @@ class Namer:
             hint = "t" + hint
         if hint not in self.used and hint not in RESERVED and not keyword.iskeyword(hint):
             return self.claim(hint)
-        k = 2
+        k = self._next.get(hint, 2)       # resume the count: linear, not quadratic, in the names per hint
         while f"{hint}_{k}" in self.used:
             k += 1
+        self._next[hint] = k + 1
         return self.claim(f"{hint}_{k}")
 
 

@@ -178,7 +178,11 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"malformed TOML: {e}", filename) from None
+        # tomllib (3.11-3.13) puts the place only in the text: "... (at line 7, column 5)"
+        m = re.search(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$", str(e))
+        where = filename if m is None else (f"{filename}:{m.group(1)}:{m.group(2)}" if m.group(1)
+                                            else f"{filename}:{max(1, len(text.splitlines()))}")
+        raise SpecError(f"malformed TOML: {str(e)[:m.start()] if m else e}", where) from None
     for key in doc:
         if key not in SECTIONS:
             raise SpecError(f"unknown section [{key}]", places.at(key), "sections: " + ", ".join(SECTIONS))

@@ -26,6 +26,15 @@ _UNARY = {sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "t
 _COMPARE = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt", sp.GreaterThan: "ge"}
 
 
+def _show(expr, limit: int = 200) -> str:
+    """The start of ``str(expr)`` for error messages; SymPy's printer recurses, so deep trees get a placeholder."""
+    try:
+        text = str(expr)
+    except RecursionError:
+        return f"<a {type(expr).__name__} expression too deep to print>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _chain(b, op: str, vals):
     """Fold an n-ary SymPy node into binary ops: op(op(v0, v1), v2) ..."""
     acc = vals[0]
@@ -48,28 +57,28 @@ class _Lowerer:
         for a in args:
             if not isinstance(a, (sp.Symbol, sp.MatrixSymbol)):
                 raise UnsupportedError(f"argument {a!r} is a {type(a).__name__}, not a Symbol or MatrixSymbol",
-                                       str(expr))
+                                       _show(expr))
             name = str(a.name)
             why = check_identifier(name)
             if why:
-                raise UnsupportedError(f"symbol name '{name}' cannot be a Python argument: {why}", str(expr),
+                raise UnsupportedError(f"symbol name '{name}' cannot be a Python argument: {why}", _show(expr),
                                        "rename the symbol")
             shape = tuple(int(d) for d in a.shape) if isinstance(a, sp.MatrixSymbol) else ()
             if name in self.b.namer.used:
-                raise UnsupportedError(f"two arguments are named '{name}'", str(expr))
+                raise UnsupportedError(f"two arguments are named '{name}'", _show(expr))
             v = Value(self.b.namer.claim(name), "f64", shape)
             self.inputs.append(v)
             self.memo[a] = v
 
     def fail(self, node, why: str = "is not supported"):
-        raise UnsupportedError(f"SymPy class {type(node).__name__} {why} (in {node})", str(self.expr)[:200])
+        raise UnsupportedError(f"SymPy class {type(node).__name__} {why} (in {_show(node, 80)})", _show(self.expr))
 
     # -- the children a node needs lowered first, and how to build it from them
     def children(self, node):
         if node in self.kids:
             return self.kids[node]
         if isinstance(node, (sp.Symbol, sp.MatrixSymbol)):
-            raise UnsupportedError(f"free symbol '{node}' is not in args", str(self.expr)[:200],
+            raise UnsupportedError(f"free symbol '{node}' is not in args", _show(self.expr),
                                    "list every symbol of the expression in args")
         if isinstance(node, sp.MatrixExpr):     # MatAdd/MatMul subclass Add/Mul: keep them whole
             kids = list(node.args)
@@ -194,6 +203,26 @@ class _Lowerer:
         return self.memo[self.expr]
 
 
+def _digest(expr) -> str:
+    """A structural hash of ``expr`` (like hashing ``srepr``), computed iteratively:
+    SymPy's own printers recurse and overflow on deep trees."""
+    memo: dict = {}
+    stack = [(expr, False)]
+    while stack:
+        node, ready = stack.pop()
+        if node in memo:
+            continue
+        if not isinstance(node, sp.Basic) or isinstance(node, (sp.Atom, sp.MatrixSymbol)) or not node.args:
+            memo[node] = sp.srepr(node)
+        elif ready:
+            inner = ",".join(memo[a] for a in node.args)
+            memo[node] = hashlib.sha256(f"{type(node).__name__}({inner})".encode()).hexdigest()
+        else:
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if a not in memo)
+    return memo[expr]
+
+
 def lower(expr, args, wrt=None, name: str = "f") -> Lowered:
     """Lower a SymPy expression to the primal IR.
 
@@ -205,7 +234,7 @@ def lower(expr, args, wrt=None, name: str = "f") -> Lowered:
     if not isinstance(expr, sp.Basic):
         raise UnsupportedError(f"expected a SymPy expression, got {type(expr).__name__}")
     if args is None:
-        raise UnsupportedError("a SymPy expression needs args=[...] to fix the argument order", str(expr)[:200])
+        raise UnsupportedError("a SymPy expression needs args=[...] to fix the argument order", _show(expr))
     lw = _Lowerer(expr, list(args))
     out = lw.run()
     b = lw.b
@@ -220,9 +249,14 @@ def lower(expr, args, wrt=None, name: str = "f") -> Lowered:
     for w in (args if wrt is None else wrt):
         key = str(getattr(w, "name", w))
         if key not in by_name:
-            raise UnsupportedError(f"wrt names '{key}', which is not in args", str(expr)[:200])
+            raise UnsupportedError(f"wrt names '{key}', which is not in args", _show(expr))
         wrt_vals.append(by_name[key])
-    text = f"{name}({', '.join(v.name for v in lw.inputs)}) = {sp.sstr(expr)}"
-    canonical = sp.srepr(expr) + "|" + ",".join(f"{v.name}:{v.shape}" for v in lw.inputs)
+    try:
+        # SymPy's term ordering is superlinear; large expressions print in stored order
+        shown = sp.sstr(expr) if len(lw.memo) < 500 else sp.sstr(expr, order="none")
+    except RecursionError:                       # SymPy's printers recurse; deep trees overflow them
+        shown = f"<expression of {len(lw.memo)} distinct subexpressions, too deep to print>"
+    text = f"{name}({', '.join(v.name for v in lw.inputs)}) = {shown}"
+    canonical = _digest(expr) + "|" + ",".join(f"{v.name}:{v.shape}" for v in lw.inputs)
     return Lowered(fn, wrt_vals, text, "<sympy expression>", name,
                    hashlib.sha256(canonical.encode()).hexdigest(), {}, {})

@@ -40,7 +40,8 @@ def _mse_rule(args, attrs):
 
 def _mse_vjp(b, s, g):
     p, t = s.args
-    d = b.emit("mul", g, b.emit("div", b.emit("mul", 2.0, b.emit("sub", p, t)), b.emit("size", p)))
+    diff = b.emit("sub", p, t)          # the mean is over the broadcast shape, not p's
+    d = b.emit("mul", g, b.emit("div", b.emit("mul", 2.0, diff), b.emit("size", diff)))
     return [d, b.emit("neg", d)]
 
 
