@@ -82,6 +82,11 @@ def _safe_lines(text: str) -> list[str]:
             for line in text.splitlines()]
 
 
+def _safe_name(text: str) -> str:
+    """A file name for the header comment and the docstring: no newline, quote or backslash can escape them."""
+    return "".join(ch if ch.isprintable() and ch not in "\"'\\" else "?" for ch in text)
+
+
 def render_module(forward: Function, full: Function, *, version: str, source_text: str,
                   source_name: str, source_hash: str, model_name: str, params: dict,
                   roles: dict[str, str]) -> str:
@@ -97,7 +102,7 @@ def render_module(forward: Function, full: Function, *, version: str, source_tex
     out = forward.outputs[0]
     return environment().get_template("module.py.j2").render(
         version=version,
-        source_name=source_name,
+        source_name=_safe_name(source_name),
         source_hash=source_hash,
         source_lines=_safe_lines(source_text),
         model_name=model_name,

@@ -73,7 +73,10 @@ def random_arguments(compiled, dims: dict, seed: int = 0) -> list:
     for name in module.ARGS:
         shape = resolve_shape(name, module.SHAPES[name], dims)
         if module.DTYPES[name] == "int64":
-            out.append(rng.integers(0, module.CLASSES.get(name, 2), shape).astype(np.int64))
+            classes = module.CLASSES.get(name, 2)
+            if isinstance(classes, str):            # a symbolic number of classes such as "k"
+                classes = resolve_shape(name, (classes,), dims)[0]
+            out.append(rng.integers(0, classes, shape).astype(np.int64))
         else:
             x = rng.standard_normal(shape)
             out.append(x if shape else float(x))

@@ -62,8 +62,23 @@ def write_atomic(path: Path, text: str) -> bool:
 _LOADED: dict[Path, tuple[int, int, object]] = {}
 
 
+def _module_name(path: Path) -> str:
+    """The file's stem, as a plain ``import`` would name it, unless that name is taken
+    by another module; then a name derived from the path.
+
+    Numba's ``cache=True`` stores references to the module's helper functions by
+    module name and re-imports that name when it loads cached machine code, so
+    every process must import one file under one name.
+    """
+    stem = path.stem
+    taken = sys.modules.get(stem)
+    if stem.isidentifier() and (taken is None or Path(getattr(taken, "__file__", "") or "").resolve() == path):
+        return stem
+    return "gradc_generated_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+
+
 def import_generated(path: Path):
-    """Import a generated module from ``path`` under a name unique to that path.
+    """Import a generated module from ``path`` (see :func:`_module_name` for its name).
 
     A module already imported from the same unchanged file is reused, so its
     compiled functions are too.
@@ -73,7 +88,7 @@ def import_generated(path: Path):
     hit = _LOADED.get(path)
     if hit and hit[:2] == (st.st_mtime_ns, st.st_size):
         return hit[2]
-    name = "gradc_generated_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    name = _module_name(path)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

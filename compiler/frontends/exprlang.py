@@ -124,6 +124,8 @@ class ExprLowerer:
             node, ready = stack.pop()
             kids = self._children(node)
             if not ready:
+                if isinstance(node, ast.Call):          # reject a bad call before its arguments
+                    self._check_callee(node)
                 stack.append((node, True))
                 stack.extend((k, False) for k in reversed(kids))
                 continue
@@ -199,7 +201,7 @@ class ExprLowerer:
         self._fail(node, f"{_describe(node)} is not allowed in a spec expression",
                    "use names, numbers, + - * / ** @, comparisons and the documented functions")
 
-    def _call(self, node: ast.Call, vals):
+    def _check_callee(self, node: ast.Call) -> str:
         if not isinstance(node.func, ast.Name):
             self._fail(node, f"only plain function names can be called, not {_describe(node.func)}")
         name = node.func.id
@@ -207,6 +209,10 @@ class ExprLowerer:
             close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
             self._fail(node, f"unknown function '{name}'",
                        f"did you mean '{close[0]}'?" if close else "known: " + ", ".join(sorted(FUNCTIONS)))
+        return name
+
+    def _call(self, node: ast.Call, vals):
+        name = self._check_callee(node)
         nargs, kwnames, fn = FUNCTIONS[name]
         if any(isinstance(a, ast.Starred) for a in node.args):
             self._fail(node, "starred arguments are not allowed")

@@ -21,6 +21,7 @@ Every error is a :class:`SpecError` with ``file:line:col``.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 
@@ -69,6 +70,9 @@ def _table(doc: dict, name: str, places: _Places, required: bool = True) -> dict
     if not isinstance(value, dict):
         raise SpecError(f"[{name}] must be a table", places.at(name))
     if required and not value:
+        if name in doc:
+            raise SpecError(f"the [{name}] section is empty", places.at(name),
+                            "add at least one entry (see examples/mlp_digits.toml)")
         raise SpecError(f"the spec has no [{name}] section", places.filename,
                         f"add a [{name}] table (see examples/mlp_digits.toml)")
     return value
@@ -115,7 +119,7 @@ def _declare(kind: str, table: dict, places: _Places, namer: Namer, roles: dict)
                             f"allowed: {', '.join(sorted(allowed))}")
         shape = _shape(decl.get("shape", []), where, name)
         dtype = decl.get("dtype", "float64")
-        if dtype not in DTYPES or (kind == "params" and dtype != "float64"):
+        if not isinstance(dtype, str) or dtype not in DTYPES or (kind == "params" and dtype != "float64"):
             raise SpecError(f"dtype of {name} must be "
                             + ("float64" if kind == "params" else "float64 or int64") + f", not {dtype!r}", where)
         values.append(Value(namer.claim(name), DTYPES[dtype], shape))
@@ -127,14 +131,15 @@ def _params_init(table: dict, places: _Places) -> dict:
     out = {}
     for name, decl in table.items():
         method = decl.get("init", "zeros")
-        if method not in INITS:
+        if not isinstance(method, str) or method not in INITS:
             raise SpecError(f"unknown init {method!r} for {name}", places.at("params", name),
                             "choose one of " + ", ".join(INITS))
         opts = {}
         for k in INITS[method]:
             if k in decl:
-                if isinstance(decl[k], bool) or not isinstance(decl[k], (int, float)):
-                    raise SpecError(f"{k} of {name} must be a number", places.at("params", name))
+                if (isinstance(decl[k], bool) or not isinstance(decl[k], (int, float))
+                        or not math.isfinite(decl[k])):
+                    raise SpecError(f"{k} of {name} must be a finite number", places.at("params", name))
                 opts[k] = float(decl[k])
         out[name] = (method, opts)
     return out
@@ -231,6 +236,9 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
     wrt_names = wrt if wrt is not None else output.get("wrt", [v.name for v in params])
     if isinstance(wrt_names, str):
         wrt_names = [w.strip() for w in wrt_names.split(",") if w.strip()]
+    if not isinstance(wrt_names, (list, tuple)) or not all(isinstance(w, str) for w in wrt_names):
+        raise SpecError("wrt must be a list of input or parameter names", places.at("output", "wrt"),
+                        'for example wrt = ["W1", "b1"]')
     wrt_vals = []
     for w in wrt_names:
         where = places.at("output", "wrt")

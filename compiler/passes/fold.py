@@ -27,9 +27,11 @@ def fold_constants(fn):
             stmts.append(s)
             continue
         value = None
-        if s.op == "size" and all(isinstance(d, int) for d in s.args[0].shape):
+        if s.op == "size":
             axis = s.attr.get("axis")
-            value = math.prod(s.args[0].shape) if axis is None else s.args[0].shape[axis]
+            dims = s.args[0].shape if axis is None else (s.args[0].shape[axis],)
+            if all(isinstance(d, int) for d in dims):
+                value = math.prod(dims)
         elif s.op == "alias" and id(s.args[0]) in consts:
             value = consts[id(s.args[0])]
         elif (OPS[s.op].fold and s.out.dtype == "f64" and not s.out.shape

@@ -1,0 +1,380 @@
+"""The command line, run as ``python -m gradc`` in subprocesses.
+
+Generated modules are imported and run in a fresh Python process; values and
+gradients are compared with a NumPy reference and finite differences.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc.pipeline import build
+
+SPEC = """\
+# a tiny classifier
+[model]
+name = "tiny"
+
+[inputs]
+X = { shape = ["batch", 3] }
+y = { shape = ["batch"], dtype = "int64" }
+
+[params]
+W = { shape = [3, 4], init = "glorot" }
+b = { shape = [4] }
+
+[graph]
+h = "tanh(X @ W + b)"
+loss = "mean(softmax_cross_entropy(h, y)) + 0.01 * sum(W * W)"
+
+[output]
+value = "loss"
+"""
+
+# the number of classes is a symbolic dimension k
+CHECK_SPEC = SPEC.replace("shape = [3, 4]", 'shape = [3, "k"]').replace("shape = [4]", 'shape = ["k"]')
+
+BAD = """\
+[inputs]
+x = { shape = [3] }
+
+[graph]
+h = "exp(x)"
+g = "foo(h)"
+
+[output]
+value = "sum(g)"
+"""
+
+
+def ref_loss(X, y, W, b):
+    s = np.tanh(X @ W + b)
+    m = s.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(s - m).sum(axis=1))
+    return np.mean(lse - s[np.arange(len(y)), y]) + 0.01 * np.sum(W * W)
+
+
+def fd(f, args, i, eps=1e-6):
+    g = np.zeros_like(args[i])
+    for idx in np.ndindex(g.shape):
+        hi = [a.copy() for a in args]
+        lo = [a.copy() for a in args]
+        hi[i][idx] += eps
+        lo[i][idx] -= eps
+        g[idx] = (f(*hi) - f(*lo)) / (2 * eps)
+    return g
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache folder for the module: `check` runs share Numba's on-disk machine code."""
+    return tmp_path_factory.mktemp("gradc-cli-cache")
+
+
+@pytest.fixture
+def env(cache):
+    e = dict(os.environ)
+    e["GRADC_CACHE_DIR"] = str(cache)
+    e.pop("PYTHONHASHSEED", None)
+    return e
+
+
+def gradc_cli(args, env, cwd, **kw):
+    return subprocess.run([sys.executable, "-m", "gradc", *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(SPEC, encoding="utf-8")
+    return path
+
+
+RUNNER = textwrap.dedent("""\
+    import importlib.util, json, sys
+    import numpy as np
+    spec = importlib.util.spec_from_file_location("generated", sys.argv[1])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((4, 3))
+    y = np.array([0, 3, 1, 3], dtype=np.int64)
+    W = rng.standard_normal((3, 4))
+    b = rng.standard_normal(4)
+    value, grads = mod.value_and_grad(X, y, W, b)
+    print(json.dumps({"forward": float(mod.forward(X, y, W, b)), "value": float(value),
+                      "grads": [np.asarray(g).tolist() for g in grads], "args": list(mod.ARGS),
+                      "wrt": list(mod.WRT), "gradc_loaded": "gradc" in sys.modules,
+                      "X": X.tolist(), "W": W.tolist(), "b": b.tolist(), "y": y.tolist()}))
+""")
+
+
+# ------------------------------------------------------------------ compile
+def test_compile_then_run_in_fresh_process(tmp_path, spec, env):
+    out = tmp_path / "tiny_grad.py"
+    r = gradc_cli(["compile", spec, "-o", out], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {out}" in r.stdout
+    assert out.exists()
+    run = subprocess.run([sys.executable, "-c", RUNNER, str(out)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["gradc_loaded"] is False                 # the module stands alone
+    assert got["args"] == ["X", "y", "W", "b"] and got["wrt"] == ["W", "b"]
+    X, W, b = (np.array(got[k]) for k in ("X", "W", "b"))
+    y = np.array(got["y"], dtype=np.int64)
+    want = ref_loss(X, y, W, b)
+    assert got["forward"] == pytest.approx(want, rel=1e-12)
+    assert got["value"] == pytest.approx(got["forward"], rel=1e-14)
+    args = [X, y, W, b]
+    np.testing.assert_allclose(got["grads"][0], fd(ref_loss, args, 2), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got["grads"][1], fd(ref_loss, args, 3), rtol=1e-6, atol=1e-9)
+
+
+def test_load_after_plain_import_in_another_process(tmp_path, env):
+    src = tmp_path / "plain.toml"
+    src.write_text(BAD.replace('g = "foo(h)"', 'g = "h"'), encoding="utf-8")
+    assert gradc_cli(["compile", src, "-o", tmp_path / "plain.py", "--no-load"], env, tmp_path).returncode == 0
+    r = subprocess.run([sys.executable, "-c", "import numpy as np, plain; print(plain.forward(np.zeros(3)))"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) == 3.0
+    assert gradc.load(tmp_path / "plain.py").forward(np.zeros(3)) == 3.0
+
+
+def test_compile_default_output_path_and_wrt_option(tmp_path, spec, env):
+    r = gradc_cli(["compile", spec.name, "--wrt", "X,b", "--no-load"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "tiny_grad.py"
+    assert out.exists()
+    text = out.read_text()
+    assert "WRT = ('X', 'b')" in text
+    assert "# wrt: X, b" in text
+
+
+def test_generated_module_imports_only_stdlib_numpy_numba(tmp_path, spec, env):
+    out = tmp_path / "m.py"
+    assert gradc_cli(["compile", spec, "-o", out, "--no-load"], env, tmp_path).returncode == 0
+    tree = ast.parse(out.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0
+            roots.add(node.module.split(".")[0])
+    assert {"numpy", "numba"} <= roots
+    assert roots <= {"numpy", "numba"} | set(sys.stdlib_module_names), roots
+    assert "__import__" not in out.read_text() and "importlib" not in out.read_text()
+
+
+# ------------------------------------------------------------------ show
+def test_show_stages(tmp_path, spec, env):
+    ir_ = gradc_cli(["show", spec, "--stage", "ir"], env, tmp_path)
+    adj = gradc_cli(["show", spec, "--stage", "adjoint"], env, tmp_path)
+    code = gradc_cli(["show", spec, "--stage", "code"], env, tmp_path)
+    default = gradc_cli(["show", spec], env, tmp_path)
+    for r in (ir_, adj, code, default):
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""
+    assert ir_.stdout.startswith("func tiny(%X:f64[batch,3], %y:i64[batch], %W:f64[3,4], %b:f64[4]) {")
+    assert "%h:f64[batch,4] = tanh %" in ir_.stdout
+    assert "softmax_cross_entropy %h, %y" in ir_.stdout
+    assert "tiny.toml:15:" in ir_.stdout
+    assert "adjoint sweep" not in ir_.stdout
+    assert ir_.stdout.rstrip().endswith("}")
+    assert default.stdout == ir_.stdout
+    assert "; ---- adjoint sweep ----" in adj.stdout
+    assert "; wrt: %W, %b" in adj.stdout
+    assert "%W_bar:f64[3,4]" in adj.stdout and "%b_bar:f64[4]" in adj.stdout
+    assert "softmax_cross_entropy_vjp" in adj.stdout
+    assert "return %loss, (%W_bar, %b_bar)" in adj.stdout
+    assert code.stdout.startswith("# Generated by gradc ")
+    assert "def forward(X, y, W, b):" in code.stdout
+    assert "def value_and_grad(X, y, W, b):" in code.stdout
+    assert "@numba.njit" in code.stdout and "# ---- adjoint sweep ----" in code.stdout
+    assert code.stdout == build(spec).code.rstrip("\n") + "\n"
+
+
+def test_show_with_wrt(tmp_path, spec, env):
+    r = gradc_cli(["show", spec, "--stage", "adjoint", "--wrt", "X"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "; wrt: %X" in r.stdout and "%X_bar:f64[batch,3]" in r.stdout
+    assert "%W_bar" not in r.stdout
+
+
+# ------------------------------------------------------------------ check
+@pytest.fixture
+def check_spec(tmp_path):
+    path = tmp_path / "classes.toml"
+    path.write_text(CHECK_SPEC, encoding="utf-8")
+    assert '"k"' in CHECK_SPEC
+    return path
+
+
+def test_check_passes(tmp_path, check_spec, env):
+    r = gradc_cli(["check", check_spec, "--batch", "4", "--seed", "1"], env, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "batch=4" in r.stdout and "k=4" in r.stdout and "seed 1" in r.stdout
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("OK: worst relative error")
+    assert "W:" in r.stdout and "b:" in r.stdout
+
+
+def test_check_with_dim_option(tmp_path, check_spec, env):
+    r = gradc_cli(["check", check_spec, "--dim", "batch=1", "--dim", "k=6"], env, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "batch=1" in r.stdout and "k=6" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith("OK")
+
+
+# ------------------------------------------------------------------ errors
+def _assert_one_line_error(r):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("gradc: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["compile", "show", "check"])
+def test_spec_error_exit_2_one_line(tmp_path, env, command):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD, encoding="utf-8")
+    r = gradc_cli([command, bad], env, tmp_path)
+    line = _assert_one_line_error(r)
+    assert "bad.toml:6:6: unknown function 'foo'" in line
+    assert not (tmp_path / "bad_grad.py").exists()
+
+
+def test_malformed_toml_and_missing_file_and_bad_dim(tmp_path, spec, env):
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[inputs]\nx = { shape = [3]\n", encoding="utf-8")
+    line = _assert_one_line_error(gradc_cli(["show", bad], env, tmp_path))
+    assert "broken.toml:2" in line and "malformed TOML" in line
+    line = _assert_one_line_error(gradc_cli(["compile", tmp_path / "nope.toml"], env, tmp_path))
+    assert "nope.toml" in line
+    line = _assert_one_line_error(gradc_cli(["check", spec, "--dim", "batch=zero"], env, tmp_path))
+    assert "batch=zero" in line
+
+
+def test_shape_error_and_wrt_error(tmp_path, spec, env):
+    bad = tmp_path / "shape.toml"
+    bad.write_text(SPEC.replace("X @ W + b", "X @ transpose(W) + b"), encoding="utf-8")
+    line = _assert_one_line_error(gradc_cli(["compile", bad, "--no-load"], env, tmp_path))
+    assert "shape.toml:14:11:" in line and "inner dimensions differ" in line
+    line = _assert_one_line_error(gradc_cli(["show", spec, "--wrt", "W,y"], env, tmp_path))
+    assert "'y'" in line and "int64" in line
+
+
+# ------------------------------------------------------------------ overwriting
+def test_compile_refuses_to_overwrite_user_file(tmp_path, spec, env):
+    user = tmp_path / "existing_user_file.py"
+    content = "# my own code\nprint('hello')\n"
+    user.write_text(content, encoding="utf-8")
+    line = _assert_one_line_error(gradc_cli(["compile", spec, "-o", user], env, tmp_path))
+    assert "existing_user_file.py" in line and "--force" in line
+    assert user.read_text(encoding="utf-8") == content
+    line = _assert_one_line_error(gradc_cli(["compile", spec, "-o", user, "--no-load"], env, tmp_path))
+    assert user.read_text(encoding="utf-8") == content
+
+    r = gradc_cli(["compile", spec, "-o", user, "--force"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = user.read_text(encoding="utf-8")
+    assert text.startswith("# Generated by gradc ") and "def value_and_grad(" in text
+
+
+def test_recompile_over_generated_file_needs_no_force(tmp_path, spec, env):
+    out = tmp_path / "gen.py"
+    assert gradc_cli(["compile", spec, "-o", out, "--no-load"], env, tmp_path).returncode == 0
+    first = out.read_text()
+    spec.write_text(SPEC.replace("0.01 * sum(W * W)", "0.02 * sum(W * W)"), encoding="utf-8")
+    r = gradc_cli(["compile", spec, "-o", out, "--no-load"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    second = out.read_text()
+    assert second != first and "0.02" in second
+    r = gradc_cli(["compile", spec, "-o", out], env, tmp_path)     # and with loading
+    assert r.returncode == 0, r.stderr
+
+
+def test_api_refuses_user_file_too(tmp_path, spec):
+    user = tmp_path / "mine.py"
+    user.write_text("x = 1\n")
+    with pytest.raises(gradc.GradcError, match="mine.py exists and was not generated by gradc"):
+        gradc.compile(spec, out=user)
+    assert user.read_text() == "x = 1\n"
+
+
+# ------------------------------------------------------------------ determinism and header
+def test_build_twice_is_byte_identical(spec):
+    a = build(spec)
+    b = build(spec)
+    assert a.code == b.code
+    assert a.show("adjoint") == b.show("adjoint")
+    assert a.key == b.key
+
+
+def test_cli_twice_is_byte_identical_across_processes(tmp_path, spec, env):
+    outs = []
+    for seed, name in (("1", "one.py"), ("2", "two.py")):
+        e = dict(env, PYTHONHASHSEED=seed)
+        r = gradc_cli(["compile", spec, "-o", tmp_path / name, "--no-load"], e, tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1]
+    assert outs[0] == build(spec).code.encode("utf-8")
+
+
+def test_header_names_source_and_version(tmp_path, spec, env):
+    out = tmp_path / "h.py"
+    assert gradc_cli(["compile", spec, "-o", out, "--no-load"], env, tmp_path).returncode == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith(f"# Generated by gradc {gradc.__version__}")
+    assert "# source: tiny.toml" in lines[:5]
+    assert f"GRADC_VERSION = {gradc.__version__!r}" in lines
+    # the spec text is quoted in the header, as comments only
+    assert '#   h = "tanh(X @ W + b)"' in lines
+    body = "\n".join(lines)
+    assert body.count('h = "tanh(X @ W + b)"') == 1
+
+
+def test_version_flag(tmp_path, env):
+    r = gradc_cli(["--version"], env, tmp_path)
+    assert r.returncode == 0
+    assert r.stdout.strip() == f"gradc {gradc.__version__}"
+
+
+def test_hostile_spec_file_name_cannot_inject_code(tmp_path, env):
+    """The file name goes into the header comment and the docstring: it must not escape them."""
+    names = ['evil\nopen("pwned1", "w")\n#.toml', 'q"""+open("pwned2", "w").name+""".toml',
+             "r\\'''+open('pwned3', 'w').name+'''.toml"]
+    for i, name in enumerate(names):
+        src = tmp_path / name
+        src.write_text(BAD.replace('g = "foo(h)"', 'g = "h"'), encoding="utf-8")
+        out = tmp_path / f"out{i}.py"
+        r = gradc_cli(["compile", name, "-o", out, "--no-load"], env, tmp_path)
+        assert r.returncode == 0, r.stderr
+        ast.parse(out.read_text())
+        doc = ast.get_docstring(ast.parse(out.read_text()))
+        assert doc.startswith("Value and gradient of model, generated by gradc") and "\n" not in doc
+    # importing runs every module-level statement: that is where an injection would act
+    run = subprocess.run([sys.executable, "-c", "import importlib.util as u, sys\n"
+                          "for i, path in enumerate(sys.argv[1:]):\n"
+                          "    s = u.spec_from_file_location(f'm{i}', path); m = u.module_from_spec(s)\n"
+                          "    s.loader.exec_module(m); print(m.ARGS, m.WRT)\n",
+                          *(str(tmp_path / f"out{i}.py") for i in range(len(names)))],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["('x',) ()"] * len(names)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("pwned")]
