@@ -17,12 +17,43 @@ function returning ``(value, (grad_1, ..., grad_n))`` in ``wrt`` order.
   through elementwise rules only, and is applied before a broadcast operand's
   ``sum_to``. JAX users write the "double where" by hand for this; here the
   compiler does it.
+* Each contribution's defining statement carries the op's note (its rule in
+  words; see :func:`note_of`) as a comment.
+* ``record``: pass a list and :func:`grad` appends one :class:`Step` per primal
+  statement it differentiates (in reverse order): the cotangent that arrived at
+  the statement and the contribution sent to each operand. ``gradc explain``
+  and ``gradc show --stage graph`` read it (before any optimization pass, so
+  all these values still exist).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .errors import ShapeError
-from .ir import Builder, Function, Namer, Value
+from .ir import Builder, Function, Namer, Stmt, Value
 from .ops import OPS
+
+
+@dataclass(eq=False)
+class Step:
+    """The adjoint sweep at one primal statement.
+
+    ``upstream`` is the adjoint (cotangent) of ``stmt.out``, the sum of
+    ``fan_in`` contributions; ``contribs[i]`` is the contribution sent to
+    ``stmt.args[i]`` (after any mask and ``sum_to``), or None.
+    """
+
+    stmt: Stmt
+    upstream: Value
+    fan_in: int
+    contribs: list
+
+
+def note_of(stmt: Stmt, pos: int) -> str:
+    """The comment for the contribution to operand ``pos`` of ``stmt``: the op's
+    ``note``, or ``note(stmt, pos)`` when the op table gives a function."""
+    note = OPS[stmt.op].note
+    return note(stmt, pos) if callable(note) else note
 
 
 def _relevant(fn: Function, wrt: list[Value]) -> set[int]:
@@ -38,11 +69,12 @@ def _relevant(fn: Function, wrt: list[Value]) -> set[int]:
     return dep & need
 
 
-def grad(fn: Function, wrt: list[Value]) -> Function:
+def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function:
     """Return ``fn`` extended with the adjoint sweep for the gradient w.r.t. ``wrt``.
 
     ``fn.outputs[0]`` must be a float64 scalar; every ``wrt`` value must be a
-    float64 input. Raises :class:`ShapeError` otherwise.
+    float64 input. Raises :class:`ShapeError` otherwise. If ``record`` is a
+    list, a :class:`Step` per differentiated statement is appended to it.
     """
     out = fn.outputs[0]
     if out.dtype != "f64" or out.shape != ():
@@ -98,6 +130,7 @@ def grad(fn: Function, wrt: list[Value]) -> Function:
         b.loc = s.loc
         first_new = len(b.stmts)
         results = rule(b, s, g)
+        sent = [None] * len(s.args)
         for pos, (arg, c) in enumerate(zip(s.args, results)):
             if c is None or id(arg) not in relevant:
                 continue
@@ -118,10 +151,13 @@ def grad(fn: Function, wrt: list[Value]) -> Function:
             else:                                # an existing value: give it the adjoint's name
                 c = b.emit("alias", c, name=name)
                 defining = b.stmts[-1]
-            defining.note = defining.note or OPS[s.op].note
+            defining.note = defining.note or note_of(s, pos)
             contribs[id(arg)].append(c)
+            sent[pos] = c
             prev = masks.get(id(arg), "unset")
             masks[id(arg)] = arg_mask if prev in ("unset", arg_mask) else None
+        if record is not None:
+            record.append(Step(s, g, len(contribs[id(s.out)]), sent))
     grads = []
     for w in wrt:
         gw = adjoint_of(w)

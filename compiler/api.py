@@ -48,7 +48,8 @@ class Compiled:
         return f"<gradc.Compiled {self.output}({', '.join(self.arg_names)}) wrt ({', '.join(self.wrt)}) at {self.path}>"
 
 
-def compile(source, args=None, wrt=None, out=None, name: str | None = None, force: bool = False) -> Compiled:
+def compile(source, args=None, wrt=None, out=None, name: str | None = None, force: bool = False,
+            comments: bool = True) -> Compiled:
     """Compile ``source`` to a generated module and load it.
 
     ``source``: a SymPy expression (then ``args``, a list of Symbols or
@@ -57,13 +58,14 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
     params or ``[output] wrt``; all ``args`` for SymPy). ``out``: where to
     write the module (default: gradc's cache, keyed by the hash of source,
     options and gradc version). An existing ``out`` that gradc did not
-    generate is not overwritten unless ``force``.
+    generate is not overwritten unless ``force``. ``comments=False`` leaves the
+    adjoint rules' comments out of the code.
 
     Raises :class:`~gradc.errors.GradcError` subclasses for bad input.
     """
     from gradc.runtime.loader import cache_dir, import_generated, is_generated, write_atomic
 
-    art = build(source, args, wrt, name)
+    art = build(source, args, wrt, name, comments)
     if out is None:
         path = cache_dir() / f"{art.lowered.model_name}_{art.key[:16]}.py"
     else:

@@ -42,8 +42,11 @@ def literal(x: float) -> str:
     return f"({text})" if x < 0 or text.startswith("-") else text
 
 
-def render_stmts(stmts, names: dict[int, str]) -> list[str]:
-    """One line per statement (``h = np.tanh(h_2)  # note``); fills ``names``."""
+def render_stmts(stmts, names: dict[int, str], comments: bool = True) -> list[str]:
+    """One line per statement (``h = np.tanh(h_2)  # note``); fills ``names``.
+
+    ``comments=False`` leaves out the notes (the adjoint rules' comments).
+    """
     lines = []
     for s in stmts:
         if s.op == "const":
@@ -53,11 +56,18 @@ def render_stmts(stmts, names: dict[int, str]) -> list[str]:
         o = SimpleNamespace(rank=s.out.rank, arg_ranks=[a.rank for a in s.args], **s.attr)
         expr = str(macro(o, *(names[id(a)] for a in s.args))).strip()
         line = f"{s.out.name} = {expr}"
-        if s.note:
+        if s.note and comments:
             line += f"  # {s.note}"
         lines.append(line)
         names[id(s.out)] = s.out.name
     return lines
+
+
+def label_classes(fn: Function) -> dict:
+    """Number of classes of each int64 label argument, from the ops that use it (``CLASSES``)."""
+    return {s.args[1].name: s.args[0].shape[1] for s in fn.stmts
+            if OPS[s.op].helpers and len(s.args) > 1 and s.args[1].dtype == "i64"
+            and s.args[1] in fn.inputs}
 
 
 def _doc(v: Value, role: str = "") -> str:
@@ -89,14 +99,17 @@ def _safe_name(text: str) -> str:
 
 def render_module(forward: Function, full: Function, *, version: str, source_text: str,
                   source_name: str, source_hash: str, model_name: str, params: dict,
-                  roles: dict[str, str]) -> str:
-    """Render the generated module's text (see ``templates/module.py.j2``)."""
+                  roles: dict[str, str], comments: bool = True) -> str:
+    """Render the generated module's text (see ``templates/module.py.j2``).
+
+    ``comments=False`` leaves the statements' rule comments out.
+    """
     fwd_names = {id(v): v.name for v in forward.inputs}
-    forward_lines = render_stmts(forward.stmts, fwd_names)
+    forward_lines = render_stmts(forward.stmts, fwd_names, comments)
     names = {id(v): v.name for v in full.inputs}
     cut = full.n_primal
-    primal_lines = render_stmts(full.stmts[:cut], names)
-    adjoint_lines = render_stmts(full.stmts[cut:], names)
+    primal_lines = render_stmts(full.stmts[:cut], names, comments)
+    adjoint_lines = render_stmts(full.stmts[cut:], names, comments)
     grads = [names[id(g)] for g in full.outputs[1:]]
     grads_txt = "(" + ", ".join(grads) + ("," if len(grads) == 1 else "") + ")"
     out = forward.outputs[0]
@@ -112,8 +125,7 @@ def render_module(forward: Function, full: Function, *, version: str, source_tex
         wrt_names=tuple(v.name for v in full.wrt),
         output_name=out.name,
         params=params,
-        classes={s.args[1].name: s.args[0].shape[1] for s in full.stmts
-                 if OPS[s.op].helpers and s.args[1].dtype == "i64" and s.args[1] in full.inputs},
+        classes=label_classes(full),
         helpers=_helpers([forward, full]),
         arg_docs=[_doc(v, roles.get(v.name, "")) for v in full.inputs],
         output_doc=_doc(out),

@@ -66,8 +66,11 @@ def lower(source, args=None, wrt=None, name: str | None = None) -> Lowered:
                            hint="pass a SymPy expression, a spec path or spec text")
 
 
-def build(source, args=None, wrt=None, name: str | None = None) -> Artifact:
-    """Run the whole pipeline on ``source``; see :func:`lower` for the accepted sources."""
+def build(source, args=None, wrt=None, name: str | None = None, comments: bool = True) -> Artifact:
+    """Run the whole pipeline on ``source``; see :func:`lower` for the accepted sources.
+
+    ``comments=False`` renders the code without the adjoint rules' comments.
+    """
     lowered = lower(source, args, wrt, name)
     verify(lowered.fn)
     primal = optimize(lowered.fn)
@@ -76,8 +79,9 @@ def build(source, args=None, wrt=None, name: str | None = None) -> Artifact:
     forward = dce(primal)
     key = hashlib.sha256("\x00".join([
         __version__, lowered.canonical, lowered.source_name,
-        ",".join(v.name for v in lowered.wrt)]).encode()).hexdigest()
+        ",".join(v.name for v in lowered.wrt)] + ([] if comments else ["no-comments"])).encode()).hexdigest()
     code = render_module(forward, full, version=__version__, source_text=lowered.source_text,
                          source_name=lowered.source_name, source_hash=key[:16],
-                         model_name=lowered.model_name, params=lowered.params, roles=lowered.roles)
+                         model_name=lowered.model_name, params=lowered.params, roles=lowered.roles,
+                         comments=comments)
     return Artifact(lowered, primal, full, code, key)

@@ -1,9 +1,11 @@
 """gradc's runtime: loading and caching generated modules, gradient checks,
-parameter initialisation and a minibatch SGD training loop."""
+parameter initialisation, optimizers and a minibatch training loop."""
 from .check import gradcheck, random_arguments
 from .init import init_params
 from .loader import cache_dir, import_generated, is_generated, write_atomic
-from .train import SGD, train
+from .optim import OPTIMIZERS, AdaGrad, Adam, DeltaBarDelta, Momentum, Optimizer, RMSProp, SGD
+from .train import History, evaluate, save_loss_curve, train
 
 __all__ = ["gradcheck", "random_arguments", "init_params", "cache_dir", "import_generated",
-           "is_generated", "write_atomic", "SGD", "train"]
+           "is_generated", "write_atomic", "Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp",
+           "Adam", "DeltaBarDelta", "OPTIMIZERS", "History", "train", "evaluate", "save_loss_curve"]

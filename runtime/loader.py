@@ -74,6 +74,11 @@ def _module_name(path: Path) -> str:
     taken = sys.modules.get(stem)
     if stem.isidentifier() and (taken is None or Path(getattr(taken, "__file__", "") or "").resolve() == path):
         return stem
+    return _path_name(path)
+
+
+def _path_name(path: Path) -> str:
+    """The fallback module name of ``path``: a function of the path alone."""
     return "gradc_generated_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
 
 
@@ -92,6 +97,10 @@ def import_generated(path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    # Also register the path-derived fallback name: Numba's cached machine code may have
+    # been written by a process that had to use it (its stem was taken there), and
+    # loading that cache re-imports the module by the recorded name.
+    sys.modules[_path_name(path)] = module
     spec.loader.exec_module(module)
     _LOADED[path] = (st.st_mtime_ns, st.st_size, module)
     return module

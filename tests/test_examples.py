@@ -29,6 +29,8 @@ def test_the_examples_are_there():
     assert {"mlp_digits.toml", "seed_add_mul.toml", "seed_sigmoid_neuron.toml", "seed_norm_wx.toml",
             "seed_three_layer.toml", "seed_relu_2layer.toml"} <= names
     assert (EXAMPLES / "train_digits.py").is_file()
+    for script in ("compare_optimizers.py", "svm_digits.py", "saliency_digits.py", "class_model_digits.py"):
+        assert (EXAMPLES / script).is_file()
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.stem for p in SPECS])
@@ -124,6 +126,76 @@ def test_train_digits_reaches_95_percent(tmp_path):
     m = re.search(r"^test accuracy: ([0-9.]+)$", run.stdout, re.M)
     assert m, run.stdout
     assert float(m.group(1)) >= 0.95, run.stdout
+
+
+# ---- the training examples: run as scripts from another folder with fast flags ----------
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run_example(script, *flags, cwd):
+    run = subprocess.run([sys.executable, str(EXAMPLES / script), *flags], cwd=cwd,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def warm(spec):
+    """JIT forward and value_and_grad of ``spec`` for the argument types the scripts use,
+    so that their subprocesses load the machine code from Numba's cache."""
+    from gradc.runtime import random_arguments
+    c = compiled(EXAMPLES / spec)
+    args = random_arguments(c, {"batch": 2})
+    c.forward(*args)
+    c.value_and_grad(*args)
+
+
+def assert_png(path):
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG and path.stat().st_size > 2000
+
+
+def test_compare_optimizers_script(tmp_path):
+    pytest.importorskip("matplotlib")
+    warm("mlp_digits.toml")
+    out = run_example("compare_optimizers.py", "--epochs", "10", "--no-progress", "--out", "pics", cwd=tmp_path)
+    acc = dict(re.findall(r"^ *(\w+): final loss [0-9.]+ +test accuracy ([0-9.]+)", out, re.M))
+    assert set(acc) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "deltabardelta"}, out
+    assert all(float(v) >= 0.6 for v in acc.values()) and max(map(float, acc.values())) >= 0.95, out
+    assert_png(tmp_path / "pics" / "optimizers_digits.png")
+
+
+def test_svm_digits_script(tmp_path):
+    pytest.importorskip("matplotlib")
+    warm("svm_linear.toml")
+    out = run_example("svm_digits.py", "--epochs", "20", cwd=tmp_path)
+    m = re.search(r"^test loss ([0-9.]+) \(NumPy reference ([0-9.]+)\)$", out, re.M)
+    assert m and m.group(1) == m.group(2), out               # the generated loss matches NumPy's
+    m = re.search(r"^test accuracy: ([0-9.]+)$", out, re.M)
+    assert m and float(m.group(1)) >= 0.93, out
+    assert_png(tmp_path / "svm_digits_templates.png")
+    assert_png(tmp_path / "svm_digits_loss.png")
+
+
+def test_saliency_digits_script(tmp_path):
+    pytest.importorskip("matplotlib")
+    warm("mlp_digits.toml")
+    warm("mlp_digits_class_score.toml")
+    out = run_example("saliency_digits.py", "--epochs", "15", "--images", "4", "--out", str(tmp_path / "o"),
+                      cwd=tmp_path)
+    m = re.search(r"<= ([0-9.e+-]+) for \|d\| ~ 1e-6$", out, re.M)
+    assert m and float(m.group(1)) < 1e-8, out                # dS_c/dI is the score's linear part
+    assert_png(tmp_path / "o" / "saliency_digits.png")
+
+
+def test_class_model_digits_script(tmp_path):
+    pytest.importorskip("matplotlib")
+    warm("mlp_digits.toml")
+    warm("mlp_digits_class_score.toml")
+    out = run_example("class_model_digits.py", "--epochs", "15", "--steps", "60", cwd=tmp_path)
+    hits = [int(h) for h in re.findall(r"^ *(?:in \[0, 1\]|unconstrained): (\d+)/10 images", out, re.M)]
+    assert len(hits) == 2 and min(hits) >= 9, out           # each image is classified as its class
+    assert_png(tmp_path / "class_model_digits.png")
 
 
 KINKS = """

@@ -4,7 +4,10 @@ Grammar (a subset of Python expressions; nothing here is ever evaluated):
 
 * numbers (``2``, ``1e-4``), names of inputs, params and earlier graph entries;
 * ``+ - * / ** @``, unary ``-``, one comparison ``< <= > >=`` (a mask for ``where``);
-* calls of the functions in :data:`FUNCTIONS`, with keyword ``axis=`` where listed.
+* calls of the functions in :data:`FUNCTIONS`: expression operands first, then
+  constant arguments (number literals such as the slope of ``leaky_relu(x, 0.2)``,
+  passed to the op as static attributes, never differentiated), and keyword
+  constants such as ``axis=`` where the function's :class:`Signature` lists them.
 
 Everything else (attributes, subscripts, lambdas, comprehensions, strings,
 f-strings, starred arguments, ``and``/``or``) is a :class:`SpecError` naming
@@ -16,6 +19,8 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import SpecError
 from ..ir import Builder, Value
@@ -40,27 +45,89 @@ def _reduce(op):
     return lambda b, x, axis=None: b.emit(op, x, axis=axis)
 
 
-#: Spec function name -> (number of positional args, keyword names, lowering).
+def _op(op):
+    """Lowering of a function that is exactly one op: operands in order, constants as attributes."""
+    return lambda b, *xs, **attrs: b.emit(op, *xs, **attrs)
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant argument: a number literal in the spec, passed to the op as a static attribute.
+
+    ``kind`` is ``"number"`` (any finite int or float, passed as a float) or
+    ``"int"`` (an integer literal); ``default`` is :data:`REQUIRED` or the value
+    used when the argument is left out.
+    """
+
+    name: str
+    kind: str = "number"
+    default: object = REQUIRED
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How one spec function is called.
+
+    ``operands`` names the expression arguments (positional, first; these are
+    lowered to IR values and may be differentiated); ``consts`` are constant
+    arguments that follow them positionally (or are given by keyword);
+    ``keywords`` are keyword-only constants such as ``axis=``. ``lower(builder,
+    *operands, **constants)`` emits the IR; every constant is passed, defaults
+    filled in.
+    """
+
+    operands: tuple[str, ...]
+    lower: Callable
+    consts: tuple[Const, ...] = ()
+    keywords: tuple[Const, ...] = ()
+
+    def usage(self, name: str) -> str:
+        parts = list(self.operands)
+        parts += [c.name if c.default is REQUIRED else f"{c.name}={c.default!r}" for c in self.consts]
+        parts += [f"{c.name}={c.default!r}" for c in self.keywords]
+        return f"{name}({', '.join(parts)})"
+
+
+AXIS = Const("axis", "int", None)        # sum/mean: None reduces everything
+POOL_AXIS = Const("axis", "int", 1)      # pooling: over the columns by default
+
+#: Spec function name -> its :class:`Signature`.
 FUNCTIONS = {
-    "exp": (1, (), _unary("exp")),
-    "log": (1, (), _unary("log")),
-    "sqrt": (1, (), _unary("sqrt")),
-    "sin": (1, (), _unary("sin")),
-    "cos": (1, (), _unary("cos")),
-    "tan": (1, (), _unary("tan")),
-    "tanh": (1, (), _unary("tanh")),
-    "sigmoid": (1, (), _unary("sigmoid")),
-    "relu": (1, (), _unary("relu")),
-    "abs": (1, (), _unary("abs")),
-    "transpose": (1, (), _unary("transpose")),
-    "maximum": (2, (), _binary("maximum")),
-    "minimum": (2, (), _binary("minimum")),
-    "where": (3, (), lambda b, c, x, y: b.emit("where", c, x, y)),
-    "sum": (1, ("axis",), _reduce("sum")),
-    "mean": (1, ("axis",), _reduce("mean")),
-    "pick": (2, (), _binary("pick")),
-    "softmax_cross_entropy": (2, (), _binary("softmax_cross_entropy")),
-    "mse": (2, (), _binary("mse")),
+    "exp": Signature(("x",), _unary("exp")),
+    "log": Signature(("x",), _unary("log")),
+    "sqrt": Signature(("x",), _unary("sqrt")),
+    "sin": Signature(("x",), _unary("sin")),
+    "cos": Signature(("x",), _unary("cos")),
+    "tan": Signature(("x",), _unary("tan")),
+    "tanh": Signature(("x",), _unary("tanh")),
+    "sigmoid": Signature(("x",), _unary("sigmoid")),
+    "relu": Signature(("x",), _unary("relu")),
+    "abs": Signature(("x",), _unary("abs")),
+    "transpose": Signature(("A",), _unary("transpose")),
+    "maximum": Signature(("a", "b"), _binary("maximum")),
+    "minimum": Signature(("a", "b"), _binary("minimum")),
+    "where": Signature(("cond", "a", "b"), lambda b, c, x, y: b.emit("where", c, x, y)),
+    "sum": Signature(("x",), _reduce("sum"), keywords=(AXIS,)),
+    "mean": Signature(("x",), _reduce("mean"), keywords=(AXIS,)),
+    "pick": Signature(("s", "y"), _binary("pick")),
+    "softmax_cross_entropy": Signature(("s", "y"), _binary("softmax_cross_entropy")),
+    "mse": Signature(("p", "t"), _binary("mse")),
+    # activations (issue 3)
+    "leaky_relu": Signature(("x",), _op("leaky_relu"), consts=(Const("slope", "number", 0.1),)),
+    "elu": Signature(("x",), _op("elu"), consts=(Const("alpha", "number", 1.0),)),
+    "softplus": Signature(("x",), _unary("softplus")),
+    "log_sigmoid": Signature(("x",), _unary("log_sigmoid")),
+    "maxout": Signature(("z",), _op("maxout"), consts=(Const("k", "int"),)),
+    # pooling over one axis
+    "max_pool": Signature(("x",), _op("max_pool"), keywords=(POOL_AXIS,)),
+    "lp_pool": Signature(("x",), _op("lp_pool"), consts=(Const("p"),), keywords=(POOL_AXIS,)),
+    "logavg_pool": Signature(("x",), _op("logavg_pool"), consts=(Const("beta"),), keywords=(POOL_AXIS,)),
+    # losses
+    "binary_cross_entropy": Signature(("logits", "y"), _binary("binary_cross_entropy")),
+    "svm_hinge": Signature(("scores", "y"), _binary("svm_hinge")),
 }
 
 
@@ -140,8 +207,9 @@ class ExprLowerer:
             return [node.operand]
         if isinstance(node, ast.Compare):
             return [node.left, *node.comparators]
-        if isinstance(node, ast.Call):
-            return list(node.args)
+        if isinstance(node, ast.Call):              # constant arguments are attributes, not values
+            sig = FUNCTIONS.get(getattr(node.func, "id", None))
+            return list(node.args if sig is None else node.args[:len(sig.operands)])
         return []
 
     def _fail(self, node, message, hint=None):
@@ -213,21 +281,52 @@ class ExprLowerer:
 
     def _call(self, node: ast.Call, vals):
         name = self._check_callee(node)
-        nargs, kwnames, fn = FUNCTIONS[name]
+        sig = FUNCTIONS[name]
         if any(isinstance(a, ast.Starred) for a in node.args):
             self._fail(node, "starred arguments are not allowed")
-        if len(vals) != nargs:
-            self._fail(node, f"{name}() takes {nargs} argument{'s' if nargs != 1 else ''}, got {len(vals)}")
-        kwargs = {}
+        n_min = len(sig.operands)                  # required constants may also come by keyword
+        n_max = len(sig.operands) + len(sig.consts)
+        if not n_min <= len(node.args) <= n_max:
+            takes = f"{n_min}" if n_min == n_max else f"{n_min} to {n_max}"
+            self._fail(node, f"{name}() takes {takes} argument{'s' if n_max != 1 else ''}, got {len(node.args)}",
+                       f"call it as {sig.usage(name)}")
+        given = dict(zip((c.name for c in sig.consts), node.args[len(sig.operands):]))
+        by_name = {c.name: c for c in sig.consts + sig.keywords}
         for kw in node.keywords:
-            if kw.arg is None or kw.arg not in kwnames:
+            if kw.arg is None or kw.arg not in by_name:
+                accepted = ", ".join(by_name)
                 self._fail(node, f"{name}() has no keyword argument '{kw.arg or '**'}'"
-                           + (f"; it accepts {', '.join(kwnames)}" if kwnames else ""))
-            value = self._number(kw.value)
+                           + (f"; it accepts {accepted}" if accepted else ""))
+            if kw.arg in given:
+                self._fail(kw.value, f"{name}() got {kw.arg} twice")
+            given[kw.arg] = kw.value
+        consts = {}
+        for c in sig.consts + sig.keywords:
+            if c.name not in given:
+                if c.default is REQUIRED:
+                    self._fail(node, f"{name}() needs its constant argument {c.name}",
+                               f"call it as {sig.usage(name)}")
+                consts[c.name] = c.default
+                continue
+            consts[c.name] = self._constant(name, c, given[c.name])
+        return sig.lower(self.b, *vals, **consts)
+
+    def _constant(self, fname: str, c: Const, node: ast.AST):
+        """The checked value of constant argument ``c`` written as ``node``."""
+        what = f"{c.name}=" if c.name == "axis" else f"{fname}(): {c.name}"
+        value = self._number(node)
+        if c.kind == "int":
             if not isinstance(value, int) or isinstance(value, bool):
-                self._fail(kw.value, f"{kw.arg}= must be an integer")
-            kwargs[kw.arg] = value
-        return fn(self.b, *vals, **kwargs)
+                self._fail(node, f"{what} must be an integer", "write an integer literal such as 2")
+            if abs(value) > 2 ** 53:
+                self._fail(node, f"{what} is too large")
+            return value
+        if value is None or isinstance(value, bool):
+            self._fail(node, f"{what} must be a number literal, not an expression",
+                       f"{c.name} is a constant of the op (not differentiated)")
+        if not math.isfinite(float(value)) or (isinstance(value, int) and abs(value) > 2 ** 53):
+            self._fail(node, f"{what} must be a finite number")
+        return float(value)
 
 
 def names_used(tree: ast.Expression) -> list[str]:

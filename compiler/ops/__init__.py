@@ -8,7 +8,9 @@ An :class:`Op` entry holds everything about one op:
   adjoint (VJP) rule, emitting IR statements through the builder ``b``; ``g``
   is the cotangent of ``stmt.out``. ``None`` as the rule means the op is not
   differentiable (masks, labels); ``None`` in the list means no contribution;
-* ``note``: the rule in words, printed as a comment beside adjoint code;
+* ``note``: the rule in words, printed as a comment beside adjoint code; or a
+  function ``note(stmt, pos) -> str`` giving one note per operand (matmul
+  names its operands: ``∂L/∂W = ∂L/∂q xᵀ``);
 * ``fold``: a Python function of the operand numbers used by constant folding
   (scalar operands only), or None;
 * the template fragment: the Jinja2 macro named like the op in
@@ -32,7 +34,7 @@ class Op:
     family: str
     infer: Callable
     vjp: Callable | None
-    note: str = ""
+    note: str | Callable = ""
     fold: Callable | None = None
     helpers: tuple[str, ...] = ()
 
@@ -40,7 +42,7 @@ class Op:
 OPS: dict[str, Op] = {}
 
 
-def register(name: str, infer: Callable, vjp: Callable | None, note: str = "",
+def register(name: str, infer: Callable, vjp: Callable | None, note: str | Callable = "",
              fold: Callable | None = None, helpers: tuple[str, ...] = (), family: str = "") -> None:
     """Add one op to the table (called at import time by each family module)."""
     if name in OPS:

@@ -4,6 +4,24 @@ Adjoint rules are the textbook derivatives (e.g. CS231n backprop notes; any
 calculus table); where the derivative is a function of the result it reuses
 the primal result: exp' = exp, tanh' = 1 - t², sigmoid' = s(1 - s),
 sqrt' = 1/(2√x). Kinks: relu'(0) = 0, |x|'(0) = 0 (sign(0) = 0).
+
+Activations of the lecture notes (XJTLU INT305 Lecture 5, after CS231n
+"Neural Networks Part 1"), float64 scalars or arrays, result shaped like ``x``;
+constants (slope, alpha) are static attributes of the op:
+
+* ``leaky_relu(x; slope=0.1) = x if x > 0 else slope·x`` (the notes' ``max(0.1x, x)``
+  for slope ≤ 1); derivative 1 for x > 0 and ``slope`` for x ≤ 0. At the kink
+  x = 0 it is ``slope``: that is the notes' max gate (dz/dx = 1 if x ≥ y, ties to
+  the first argument) applied to ``max(slope·x, x)``, and relu'(0) = 0 is its
+  slope-0 case; ``maximum(0.1 * x, x)`` written in a spec gives the same gradient.
+* ``elu(x; alpha=1) = x if x ≥ 0 else alpha·(eˣ − 1)`` (computed with expm1);
+  derivative 1 for x ≥ 0 (so ELU'(0) = 1, the notes' x ≥ 0 branch) and
+  ``alpha·eˣ`` for x < 0 (computed as ``alpha·exp(min(x, 0))``, not from the
+  result: ``y + alpha`` cancels to 0 for x ≪ 0).
+* ``softplus(x) = log(1 + eˣ)``, computed as ``max(x, 0) + log1p(exp(−|x|))`` (no
+  overflow for large |x|); derivative sigmoid(x).
+* ``log_sigmoid(x) = log σ(x) = −softplus(−x)``, computed as
+  ``min(x, 0) − log1p(exp(−|x|))``; derivative ``1 − σ(x) = σ(−x)``.
 """
 from __future__ import annotations
 
@@ -82,12 +100,42 @@ _reg("abs", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sign", s.args[0]))
 _reg("sign", _unary, None, fold=lambda x: float((x > 0) - (x < 0)))
 _reg("maximum", elementwise_float,
      lambda b, s, g: _route(b, b.emit("ge", s.args[0], s.args[1]), g),
-     "max: routes g to the larger input (ties to the first)", max)
+     "max: routes to the larger input", max)
 _reg("minimum", elementwise_float,
      lambda b, s, g: _route(b, b.emit("le", s.args[0], s.args[1]), g),
-     "min: routes g to the smaller input (ties to the first)", min)
+     "min: routes to the smaller input", min)
 
 
 def _route(b, first_wins, g):
     """The max/min gate: the whole g goes to the chosen input, zero to the other."""
     return [b.emit("where", first_wins, g, 0.0), b.emit("where", first_wins, 0.0, g)]
+
+
+# ------------------------------------------------------------ activations (issue 3)
+def _activation_rule(name):
+    """Elementwise float rule plus a finite-number check of the constant attribute ``name``."""
+    def rule(args, attrs):
+        value = attrs.get(name)
+        if not isinstance(value, float) or not math.isfinite(value):
+            raise ShapeError(f"{name} must be a finite number, got {value!r}")
+        return elementwise_float(args, attrs)
+    return rule
+
+
+def _softplus(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+_reg("leaky_relu", _activation_rule("slope"),
+     lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0), g, b.emit("mul", g, s.attr["slope"]))],
+     "leaky_relu: g where x > 0, slope*g where x <= 0 (the max(slope*x, x) tie rule at 0)")
+_reg("elu", _activation_rule("alpha"),
+     lambda b, s, g: [b.emit("where", b.emit("ge", s.args[0], 0.0), g,
+                             b.emit("mul", g, b.emit("mul", s.attr["alpha"],
+                                                     b.emit("exp", b.emit("minimum", s.args[0], 0.0)))))],
+     "elu: g where x >= 0, g alpha e^x where x < 0")
+_reg("softplus", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sigmoid", s.args[0]))],
+     "softplus: sigmoid(x)", _softplus)
+_reg("log_sigmoid", _unary,
+     lambda b, s, g: [b.emit("mul", g, b.emit("sigmoid", b.emit("neg", s.args[0])))],
+     "log_sigmoid: 1 - sigmoid(x) = sigmoid(-x)", lambda x: -_softplus(-x))

@@ -59,7 +59,21 @@ def _item_rule(args, attrs):
     return "f64", ()
 
 
-register("matmul", _matmul_rule, _matmul_vjp, "matmul: dA = G Bᵀ, dB = Aᵀ G", family="linalg")
+def _matmul_note(s, pos):
+    """The notes' block rule with the operands' names: for Y = W X, ∂L/∂W = ∂L/∂Y Xᵀ and
+    ∂L/∂X = Wᵀ ∂L/∂Y (an outer product when X is a vector); for a vector on the left,
+    y = x W, ∂L/∂x = W ∂L/∂y and ∂L/∂W = x ∂L/∂yᵀ; for a dot product ∂L/∂a = ∂L/∂y b."""
+    (a, b), y = (v.name for v in s.args), s.out.name
+    if s.args[0].rank == 2:                  # matrix-matrix or matrix-vector
+        rules = (f"∂L/∂{a} = ∂L/∂{y} {b}ᵀ", f"∂L/∂{b} = {a}ᵀ ∂L/∂{y}")
+    elif s.args[1].rank == 2:                # vector-matrix
+        rules = (f"∂L/∂{a} = {b} ∂L/∂{y}", f"∂L/∂{b} = {a} ∂L/∂{y}ᵀ")
+    else:                                    # dot product
+        rules = (f"∂L/∂{a} = ∂L/∂{y} {b}", f"∂L/∂{b} = ∂L/∂{y} {a}")
+    return "matmul: " + rules[pos]
+
+
+register("matmul", _matmul_rule, _matmul_vjp, _matmul_note, family="linalg")
 register("transpose", _transpose_rule, lambda b, s, g: [b.emit("transpose", g)],
          "transpose: transposes g", family="linalg")
 register("outer", _outer_rule,

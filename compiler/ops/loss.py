@@ -5,6 +5,17 @@
   computed with the max-shifted log-sum-exp; adjoint ``g[i] (softmax(s[i]) - onehot(y[i]))``
   (CS231n "Softmax classifier" notes).
 * ``mse(p, t)``: ``mean((p - t)²)``; adjoint ``2 (p - t) / n``.
+* ``binary_cross_entropy(z, y)``: elementwise ``-(y log σ(z) + (1 - y) log(1 - σ(z)))``
+  from logits ``z`` and float targets ``y`` (broadcasting, result shaped like
+  the broadcast), computed stably as ``max(z, 0) - z·y + log1p(exp(-|z|))``;
+  adjoints ``g (σ(z) - y)`` to the logits and ``-g z`` to the targets.
+* ``svm_hinge(s, y)``: the multiclass SVM loss of the lecture notes (CS231n
+  "Linear classification"), per row ``L_i = Σ_{j≠y_i} max(0, s_j - s_{y_i} + 1)``
+  for scores ``s: f64[n,k]`` and labels ``y: i64[n]``, result ``f64[n]``.
+  Adjoint: each j ≠ y_i with margin ``s_j - s_{y_i} + 1 > 0`` gets ``g_i`` and
+  ``s_{y_i}`` gets ``-g_i`` times their count. At the hinge kink (margin exactly
+  0) the term counts as **inactive** (derivative 0, like relu'(0) = 0).
+  Labels outside ``[0, k)`` raise ``ValueError`` at run time (as in ``pick``).
 Labels are not differentiable. The fused loops live in helper functions of the
 generated module (``templates/ops/loss.j2``).
 """
@@ -55,3 +66,22 @@ register("softmax_cross_entropy", _label_rule,
 register("softmax_cross_entropy_vjp", _label_vjp_rule, None,
          helpers=("softmax_cross_entropy_vjp",), family="loss")
 register("mse", _mse_rule, _mse_vjp, "mse: 2 (p - t) / n", family="loss")
+
+
+# ------------------------------------------------------------ issue 3
+def _bce_rule(args, attrs):
+    need_float(*args)
+    return "f64", broadcast(*args)
+
+
+def _bce_vjp(b, s, g):
+    z, y = s.args
+    return [b.emit("mul", g, b.emit("sub", b.emit("sigmoid", z), y)), b.emit("neg", b.emit("mul", g, z))]
+
+
+register("binary_cross_entropy", _bce_rule, _bce_vjp,
+         "binary cross-entropy: g (sigmoid(z) - y) to the logits, -g z to the targets", family="loss")
+register("svm_hinge", _label_rule, lambda b, s, g: [b.emit("svm_hinge_vjp", g, *s.args), None],
+         "svm hinge: g_i to each s_j with margin > 0, minus g_i per such j to s[i, y[i]] (margin 0 inactive)",
+         helpers=("svm_hinge",), family="loss")
+register("svm_hinge_vjp", _label_vjp_rule, None, helpers=("svm_hinge_vjp",), family="loss")

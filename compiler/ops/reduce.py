@@ -4,8 +4,39 @@
 ``expand`` (broadcast a cotangent back to an operand's shape: the adjoint of a
 sum) and ``size`` (an element count as a float, for means) exist mainly for
 adjoint code but are ordinary ops with their own rules.
+
+Pooling over one axis ``a`` (lecture notes, XJTLU INT305 "Exercise 1: pooling
+units"; the result is ``x``'s shape without axis ``a``, float64; n = size of axis a):
+
+* ``max_pool(x; axis)``: ``y = max_i x_i``; the adjoint routes g to the
+  maximum, **ties to the first** (lowest index) maximum, like the max gate.
+* ``lp_pool(x; p, axis)``: ``y = (Σ_i x_i^p)^(1/p)`` for positive inputs and
+  p > 0, computed as ``s (Σ_i (x_i/s)^p)^(1/p)`` with ``s = max_i |x_i|`` (no
+  overflow for large x or p); adjoint ``x'_i = y' (x_i / y)^(p-1)``.
+* ``logavg_pool(x; beta, axis)``: ``y = (1/β) ln((1/n) Σ_i exp(β x_i))`` for
+  β ≠ 0, computed with the log-sum-exp shift ``M = max_i β x_i``; adjoint
+  ``x'_i = y' softmax(βx)_i = y' exp(β (x_i - y)) / n`` (bounded by y' since
+  β(x_i - y) ≤ ln n).
+
+``maxout(z; k)`` (Goodfellow et al. 2013, "Maxout Networks"; the notes'
+``max(w_1ᵀx + b_1, w_2ᵀx + b_2)``): the last axis of ``z: f64[..., k·m]`` is
+split into k **contiguous pieces of m columns** (piece q holds columns
+``q·m .. q·m + m - 1``), so ``z = x @ [W_1 | W_2 | ... | W_k] + [b_1 | ... | b_k]``
+gives ``out[..., j] = max_q z[..., q·m + j]``, shape ``[..., m]``. k must be a
+positive integer dividing the (concrete) width. The adjoint routes g to the
+winning piece, **ties to the first** piece.
+
+The adjoints are fused loops too: ``max_pool_vjp``, ``maxout_vjp`` (routing),
+``lp_pool_vjp`` and ``logavg_pool_vjp`` (the closed forms above, given x and the
+pooled result y); they exist for adjoint code only and are not differentiable.
+The loops are helper functions of the generated module
+(``templates/ops/reduce.j2``): one loop over a ``[pre, n, post]`` view serves
+every rank and axis, and compiles far faster in Numba than the equivalent
+broadcast array expressions.
 """
 from __future__ import annotations
+
+import math
 
 from ..errors import ShapeError
 from . import check_axis, fmt, need_float, register
@@ -63,3 +94,90 @@ register("sum_to", _sum_to_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])
          "sum_to: broadcasts g back", family="reduce")
 register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce")
 register("size", _size_rule, None, family="reduce")
+
+
+# ------------------------------------------------------------ pooling and maxout (issue 3)
+def _pool_rule(const: str | None = None):
+    def rule(args, attrs):
+        (x,) = args
+        need_float(x)
+        if x.rank == 0:
+            raise ShapeError(f"cannot pool the scalar {fmt(x)}", hint="pooling needs an array")
+        axis = attrs.get("axis")
+        if axis is None:
+            raise ShapeError("pooling needs an axis")
+        axis = check_axis(x, axis)
+        if const is not None:
+            value = attrs.get(const)
+            if not isinstance(value, float) or not math.isfinite(value):
+                raise ShapeError(f"{const} must be a finite number, got {value!r}")
+            if const == "p" and value <= 0:
+                raise ShapeError(f"p must be positive, got p = {value!r}",
+                                 hint="L_p pooling (sum x_i^p)^(1/p) is defined for p > 0")
+            if const == "beta" and value == 0:
+                raise ShapeError("beta must not be 0",
+                                 hint="(1/beta) ln(mean(exp(beta x))) tends to mean(x) as beta -> 0; use mean(x, axis=...)")
+        return "f64", _reduced(x, axis)
+    return rule
+
+
+def _pool_vjp_rule(args, attrs):
+    g, x = args
+    need_float(g, x)
+    axis = check_axis(x, attrs.get("axis"))
+    if g.shape != _reduced(x, axis):
+        raise ShapeError(f"{fmt(g)} does not match {fmt(x)} reduced over axis {axis}")
+    return "f64", x.shape
+
+
+def _maxout_width(z, k) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ShapeError(f"k must be a positive integer, got k = {k!r}")
+    need_float(z)
+    if z.rank == 0:
+        raise ShapeError(f"cannot split the scalar {fmt(z)} into pieces")
+    width = z.shape[-1]
+    if not isinstance(width, int):
+        raise ShapeError(f"the last dimension of {fmt(z)} is the symbolic '{width}'; maxout needs a "
+                         f"concrete width to split into k = {k} pieces", hint="declare that dimension as a number")
+    if width % k:
+        raise ShapeError(f"k = {k} does not divide the width {width} of {fmt(z)}",
+                         hint="the last dimension must be k * m for m outputs")
+    return width // k
+
+
+def _maxout_rule(args, attrs):
+    (z,) = args
+    m = _maxout_width(z, attrs.get("k"))
+    return "f64", z.shape[:-1] + (m,)
+
+
+def _maxout_vjp_rule(args, attrs):
+    g, z = args
+    m = _maxout_width(z, attrs.get("k"))
+    if g.shape != z.shape[:-1] + (m,):
+        raise ShapeError(f"cotangent {fmt(g)} does not match maxout of {fmt(z)} with k = {attrs['k']}")
+    return "f64", z.shape
+
+
+def _pool_vjp_with_result_rule(args, attrs):
+    g, x, y = args
+    if y.shape != g.shape:
+        raise ShapeError(f"the pooled result {fmt(y)} and its cotangent {fmt(g)} differ in shape")
+    return _pool_vjp_rule([g, x], attrs)
+
+
+register("max_pool", _pool_rule(), lambda b, s, g: [b.emit("max_pool_vjp", g, s.args[0], axis=s.attr["axis"])],
+         "max_pool: routes g to the maximum (ties to the first)", helpers=("max_pool",), family="reduce")
+register("max_pool_vjp", _pool_vjp_rule, None, helpers=("max_pool_vjp",), family="reduce")
+register("lp_pool", _pool_rule("p"),
+         lambda b, s, g: [b.emit("lp_pool_vjp", g, s.args[0], s.out, **s.attr)],
+         "lp_pool: g (x_i / y)^(p-1)", helpers=("lp_pool",), family="reduce")
+register("lp_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("lp_pool_vjp",), family="reduce")
+register("logavg_pool", _pool_rule("beta"),
+         lambda b, s, g: [b.emit("logavg_pool_vjp", g, s.args[0], s.out, **s.attr)],
+         "logavg_pool: g softmax(beta x) = g exp(beta (x - y)) / n", helpers=("logavg_pool",), family="reduce")
+register("logavg_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("logavg_pool_vjp",), family="reduce")
+register("maxout", _maxout_rule, lambda b, s, g: [b.emit("maxout_vjp", g, s.args[0], k=s.attr["k"])],
+         "maxout: routes g to the winning piece (ties to the first)", helpers=("maxout",), family="reduce")
+register("maxout_vjp", _maxout_vjp_rule, None, helpers=("maxout_vjp",), family="reduce")

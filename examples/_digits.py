@@ -1,0 +1,66 @@
+"""Shared helpers of the digits examples (not an example itself): the data split,
+training the ``mlp_digits.toml`` classifier, its scores and accuracy, and the
+output folder. The scripts import it from their own folder, so they run from
+any working directory."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import gradc
+from gradc.runtime import SGD, train
+
+HERE = Path(__file__).resolve().parent
+MLP_SPEC = HERE / "mlp_digits.toml"
+
+
+def load_split(seed: int = 0, test_size: float = 0.25):
+    """scikit-learn's bundled 8x8 digits (no download), pixels scaled to [0, 1],
+    split stratified into (Xtr, Xte, ytr, yte); labels int64."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    X = (digits.data / 16.0).astype(np.float64)
+    y = digits.target.astype(np.int64)
+    return train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
+
+
+def mlp_scores(params: dict, X: np.ndarray) -> np.ndarray:
+    """The class scores of ``mlp_digits.toml``: tanh(X W1 + b1) W2 + b2."""
+    return np.tanh(X @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
+
+
+def accuracy(scores: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(scores, axis=1) == y))
+
+
+def train_mlp(Xtr, ytr, *, epochs: int = 80, lr: float = 0.2, batch_size: int = 16, seed: int = 0,
+              log=None, progress=None):
+    """Compile ``mlp_digits.toml`` and train it with minibatch SGD (the defaults of
+    ``train_digits.py``); returns (compiled, params, history)."""
+    compiled = gradc.compile(MLP_SPEC)
+    params = compiled.init_params(seed=seed)
+    history = train(compiled, params, {"X": Xtr, "y": ytr}, epochs=epochs, batch_size=batch_size,
+                    optimizer=SGD(lr), seed=seed, log=log, progress=progress)
+    return compiled, params, history
+
+
+def out_dir(path) -> Path:
+    """The folder for pictures: ``--out`` or the working directory (created if missing)."""
+    out = Path(path) if path else Path.cwd()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def need_matplotlib(script: str):
+    """Import matplotlib's Figure and Agg canvas, or exit with a clear message."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        sys.exit(f"{script} draws its pictures with matplotlib: pip install matplotlib "
+                 f"(or pip install -e '.[examples]')")
+    return Figure, FigureCanvasAgg
