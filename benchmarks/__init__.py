@@ -1,0 +1,1 @@
+"""gradc's benchmark suite: ``python -m benchmarks`` (see ``benchmarks/run.py`` and the README)."""

@@ -1,0 +1,1 @@
+"""One module per framework: ``setup(threads)`` and ``build(case, inputs) -> Impl``."""

@@ -1,0 +1,61 @@
+"""gradc: the generated module's ``value_and_grad`` and ``forward``.
+
+The parent sets ``GRADC_CACHE_DIR``: a fresh folder for the cold run, the
+same folder again for the warm run (a second process), so ``build`` (which is
+``gradc.compile``) plus the first call measure cold and warm first-call times.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from benchmarks.worker import Impl, NotApplicable
+
+
+def setup(threads: int) -> None:
+    import gradc  # noqa: F401  (imported here so its import time is not in the first call)
+
+
+def thread_info() -> dict:
+    import numba
+    return {"numba_threads": numba.get_num_threads()}
+
+
+_SOURCE = {}
+_OPS = {}
+
+
+def prepare(case, inputs) -> None:
+    if case.gradc_source is not None:   # builds the SymPy expression of the unrolled cases
+        _SOURCE[case.name] = case.gradc_source(case)
+        if not isinstance(_SOURCE[case.name][0], str):
+            import sympy as sp
+            _OPS[case.name] = int(sp.count_ops(_SOURCE[case.name][0]))
+
+
+def build(case, inputs) -> Impl:
+    import gradc
+
+    if case.gradc_source is None:
+        raise NotApplicable("no gradc source for this case")
+    source, kw = _SOURCE[case.name]
+    t0 = time.perf_counter()
+    try:
+        m = gradc.compile(source, **kw)
+    except gradc.GradcError as e:
+        raise NotApplicable(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+    codegen = time.perf_counter() - t0
+    missing = [n for n in m.arg_names if n not in inputs]
+    if missing:
+        raise NotApplicable(f"compiled module wants arguments {missing} the case does not have")
+    args = tuple(inputs[n] for n in m.arg_names)
+    wrt = m.wrt
+
+    def unpack(out):
+        value, grads = out
+        return float(value), {n: np.asarray(g) for n, g in zip(wrt, grads)}
+
+    return Impl(m.value_and_grad, m.forward, args, unpack,
+                info={"codegen_s": codegen, "module": m.path.name, "wrt": list(wrt),
+                      **({"sympy_ops": _OPS[case.name]} if case.name in _OPS else {})})
