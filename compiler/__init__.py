@@ -12,8 +12,9 @@ module of Numba-JIT functions: ``forward`` and a fused ``value_and_grad``.
 """
 __version__ = "0.1.0"
 
-from .errors import GradcError, ShapeError, SpecError, UnsupportedError, VerifyError  # noqa: E402
+from .errors import (ArgumentError, CacheError, GradcError, ShapeError, SpecError,  # noqa: E402
+                     UnsupportedError, VerifyError)
 from .api import Compiled, compile, load  # noqa: E402
 
 __all__ = ["compile", "load", "Compiled", "GradcError", "SpecError", "ShapeError",
-           "UnsupportedError", "VerifyError", "__version__"]
+           "UnsupportedError", "VerifyError", "ArgumentError", "CacheError", "__version__"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ShapeError
-from .ir import Builder, Function, Namer, Stmt, Value
+from .ir import FLOATS, Builder, Function, Namer, Stmt, Value
 from .ops import OPS
 
 
@@ -77,13 +77,13 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
     list, a :class:`Step` per differentiated statement is appended to it.
     """
     out = fn.outputs[0]
-    if out.dtype != "f64" or out.shape != ():
+    if out.dtype not in FLOATS or out.shape != ():
         raise ShapeError(f"the output %{out.name}:{out.type_str()} must be a float scalar to take a gradient",
                          fn.source_name, "reduce it with sum() or mean()")
     for w in wrt:
-        if w.dtype != "f64":
+        if w.dtype not in FLOATS:
             raise ShapeError(f"cannot differentiate with respect to %{w.name}:{w.type_str()}",
-                             fn.source_name, "only float64 inputs have gradients; remove it from wrt")
+                             fn.source_name, "only float inputs have gradients; remove it from wrt")
     namer = Namer()
     for v in fn.inputs:
         namer.claim(v.name)
@@ -101,7 +101,7 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
                 if id(a) in relevant:
                     fan_in[id(a)] = fan_in.get(id(a), 0) + 1
 
-    contribs: dict[int, list[Value]] = {id(out): [b.const(1.0)]}
+    contribs: dict[int, list[Value]] = {id(out): [b.const(1.0, dtype=out.dtype)]}
     masks: dict[int, tuple | None] = {}     # value id -> (mask, taken) if its adjoint is masked
 
     def adjoint_of(v: Value) -> Value | None:
@@ -163,7 +163,8 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
         gw = adjoint_of(w)
         if gw is None:                          # the output does not depend on w
             b.note = "zero: the output does not depend on it"
-            gw = b.emit("expand", 0.0, w, name=f"{w.name}_bar") if w.shape else b.emit("alias", 0.0, name=f"{w.name}_bar")
+            zero = b.const(0.0, dtype=w.dtype)
+            gw = b.emit("expand", zero, w, name=f"{w.name}_bar") if w.shape else b.emit("alias", zero, name=f"{w.name}_bar")
             b.note = None
         grads.append(gw)
     result = fn.replace(b.stmts, [out] + grads)

@@ -1,35 +1,195 @@
-"""The public API: :func:`compile` and :func:`load`."""
+"""The public API: :func:`compile`, :func:`load` and :class:`Compiled`."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
-from .errors import GradcError
+import numpy as np
+
+from .errors import ArgumentError, CacheError, GradcError
 from .pipeline import Artifact, build
+
+_ORDINAL = {1: "st", 2: "nd", 3: "rd"}
+
+
+def _shape_text(shape) -> str:
+    return "scalar" if not shape else "[" + ", ".join(map(str, shape)) + "]"
+
+
+def _a(word) -> str:
+    return f"{'an' if str(word)[:1] in 'aeiou' else 'a'} {word}"
+
+
+def _got(a) -> str:
+    if isinstance(a, np.ndarray):
+        return f"{_a(a.dtype)} array of shape {tuple(a.shape)}"
+    return _a(type(a).__name__)
+
+
+class ArgumentChecker:
+    """Checks one call's arguments against the module's ``ARGS``/``SHAPES``/``DTYPES``.
+
+    Arrays must be NumPy arrays of the declared dtype and rank; a concrete
+    dimension must match; a symbolic one (``"batch"``) takes its size from the
+    first argument that has it and every other argument must agree. Scalars may
+    be Python or NumPy numbers and are converted to the declared dtype (a float32
+    scalar becomes ``np.float32``). Raises :class:`~gradc.errors.ArgumentError`
+    naming the function, the argument, what was expected and what was passed.
+    """
+
+    def __init__(self, arg_names, shapes: dict, dtypes: dict):
+        self.names = tuple(arg_names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.spec = tuple((n, tuple(shapes[n]), np.dtype(dtypes[n])) for n in self.names)
+
+    def _fail(self, fname, message, name=None, hint=None):
+        where = f"{fname}: argument '{name}'" if name else f"{fname}({', '.join(self.names)})"
+        raise ArgumentError(message, where, hint)
+
+    def __call__(self, fname: str, args: tuple, kwargs: dict) -> tuple:
+        if kwargs:
+            args = self._bind(fname, args, kwargs)
+        if len(args) != len(self.spec):
+            self._fail(fname, f"takes {len(self.spec)} argument{'s' if len(self.spec) != 1 else ''}, "
+                              f"got {len(args)}", hint="pass them in the order of .arg_names")
+        dims: dict = {}
+        out = None
+        for i, (name, shape, dtype) in enumerate(self.spec):
+            a = args[i]
+            if shape:
+                if not isinstance(a, np.ndarray):
+                    self._fail(fname, f"expected {_a(dtype)} array of shape {_shape_text(shape)}, got {_got(a)}",
+                               name, "pass a NumPy array")
+                if a.dtype != dtype:
+                    self._fail(fname, f"expected {_a(dtype)} array, got {_got(a)}", name,
+                               f"convert it with .astype(np.{dtype})")
+                if a.ndim != len(shape):
+                    self._fail(fname, f"expected shape {_shape_text(shape)}, got {tuple(a.shape)}", name)
+                for d, n in zip(shape, a.shape):
+                    if d.__class__ is int:
+                        if n != d:
+                            self._fail(fname, f"expected shape {_shape_text(shape)}, got {tuple(a.shape)}", name)
+                    else:
+                        seen = dims.setdefault(d, (n, name))
+                        if seen[0] != n:
+                            self._fail(fname, f"expected shape {_shape_text(shape)} with {d} = {seen[0]} "
+                                              f"(from '{seen[1]}'), got {tuple(a.shape)}", name,
+                                       f"every argument with the dimension {d} must have the same size there")
+            else:
+                conv = self._scalar(fname, name, dtype, a)
+                if conv is not a:
+                    out = list(args) if out is None else out
+                    out[i] = conv
+        return args if out is None else tuple(out)
+
+    def _scalar(self, fname, name, dtype, a):
+        if isinstance(a, np.ndarray):
+            if a.ndim != 0:
+                self._fail(fname, f"expected {_a(dtype)} scalar, got {_got(a)}", name)
+            a = a[()]
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, np.integer, np.floating)):
+            self._fail(fname, f"expected {_a(dtype)} scalar, got {_got(a)}", name)
+        if dtype.kind == "i":
+            if not isinstance(a, (int, np.integer)):
+                self._fail(fname, f"expected an integer, got {a!r}", name)
+            return a
+        if dtype == np.float32:
+            return a if type(a) is np.float32 else np.float32(a)
+        return a if type(a) is float else float(a)
+
+    def _bind(self, fname, args, kwargs) -> tuple:
+        full = list(args) + [None] * (len(self.names) - len(args))
+        given = [True] * len(args) + [False] * (len(self.names) - len(args))
+        for k, v in kwargs.items():
+            i = self.index.get(k)
+            if i is None:
+                self._fail(fname, f"got an unexpected keyword argument '{k}'")
+            if i < len(given) and given[i]:
+                self._fail(fname, f"got two values for argument '{k}'")
+            full[i], given[i] = v, True
+        missing = [n for n, g in zip(self.names, given) if not g]
+        if missing or len(args) > len(self.names):
+            self._fail(fname, f"missing argument(s) {', '.join(missing)}" if missing
+                       else f"takes {len(self.names)} arguments, got {len(args)} positional")
+        return tuple(full)
+
+
+def _from_numba_cache(e: BaseException) -> bool:
+    """True if ``e`` was raised while Numba read its on-disk cache."""
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("numba/core/caching.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class CheckedFunction:
+    """A compiled function behind an argument check (see :class:`ArgumentChecker`).
+
+    Calling it checks the arguments, then calls the Numba dispatcher ``raw``;
+    any other attribute (``stats``, ``signatures``, ``py_func``) is the dispatcher's.
+    """
+
+    __slots__ = ("raw", "_check", "_name", "_path", "_repaired")
+
+    def __init__(self, raw, check: ArgumentChecker, name: str, path: Path | None = None):
+        self.raw = raw
+        self._check = check
+        self._name = name
+        self._path = path
+        self._repaired = False
+
+    def __call__(self, *args, **kwargs):
+        args = self._check(self._name, args, kwargs)
+        try:
+            return self.raw(*args)
+        except Exception as e:
+            # Numba loads its machine code from __pycache__ on the first call; a damaged file
+            # there (Numba writes atomically, so only outside damage) is removed and recompiled
+            if self._repaired or self._path is None or not _from_numba_cache(e):
+                raise
+            from gradc.runtime.loader import purge_numba_cache
+            self._repaired = True
+            purge_numba_cache(self._path, reason=f"{type(e).__name__}: {e}")
+            return self.raw(*args)
+
+    def __getattr__(self, attr):
+        return getattr(self.raw, attr)
+
+    def __repr__(self) -> str:
+        return f"<gradc checked {self._name}({', '.join(self._check.names)})>"
 
 
 class Compiled:
     """A loaded generated module.
 
     Attributes: ``forward(*args) -> value`` and ``value_and_grad(*args) ->
-    (value, grads)`` (Numba dispatchers; arguments in ``arg_names`` order,
-    ``grads`` in ``wrt`` order); ``source`` the emitted code; ``ir`` the
-    printed forward and adjoint IR (None for :func:`load`); ``path`` the file;
-    ``module`` the imported module; ``arg_names``, ``wrt``, ``shapes``,
-    ``dtypes``, ``params`` the module's metadata.
+    (value, grads)`` (arguments in ``arg_names`` order, or by name; ``grads``
+    in ``wrt`` order). Both check the number, shapes (symbolic dimensions must
+    agree across arguments) and dtypes of the arguments first and raise
+    :class:`~gradc.errors.ArgumentError`; ``raw.forward`` and
+    ``raw.value_and_grad`` (also ``module.forward`` ...) are the Numba
+    dispatchers themselves, without the check, for hot loops. ``source`` the
+    emitted code; ``ir`` the printed forward and adjoint IR (None for
+    :func:`load`); ``path`` the file; ``module`` the imported module;
+    ``arg_names``, ``wrt``, ``shapes``, ``dtypes``, ``params`` the module's metadata.
     """
 
     def __init__(self, module, path: Path, artifact: Artifact | None = None):
         self.module = module
         self.path = Path(path)
         self.artifact = artifact
-        self.forward = module.forward
-        self.value_and_grad = module.value_and_grad
         self.arg_names = tuple(module.ARGS)
         self.wrt = tuple(module.WRT)
         self.shapes = dict(module.SHAPES)
         self.dtypes = dict(module.DTYPES)
         self.params = dict(module.PARAMS)
         self.output = module.OUTPUT
+        self.raw = SimpleNamespace(forward=module.forward, value_and_grad=module.value_and_grad)
+        check = ArgumentChecker(self.arg_names, self.shapes, self.dtypes)
+        self.forward = CheckedFunction(module.forward, check, "forward", self.path)
+        self.value_and_grad = CheckedFunction(module.value_and_grad, check, "value_and_grad", self.path)
 
     @property
     def source(self) -> str:
@@ -63,11 +223,12 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
 
     Raises :class:`~gradc.errors.GradcError` subclasses for bad input.
     """
-    from gradc.runtime.loader import cache_dir, import_generated, is_generated, write_atomic
+    from gradc.runtime.loader import cache_dir, check_cache_entry, import_generated, is_generated, write_atomic
 
     art = build(source, args, wrt, name, comments)
     if out is None:
         path = cache_dir() / f"{art.lowered.model_name}_{art.key[:16]}.py"
+        check_cache_entry(path, art.code)          # warns once if the entry is corrupt; rewritten below
     else:
         path = Path(out)
         if path.exists() and not force and not is_generated(path):
@@ -77,11 +238,19 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
     return Compiled(import_generated(path), path, art)
 
 
-def load(path) -> Compiled:
-    """Import an already generated module (``gradc compile -o`` output)."""
-    from gradc.runtime.loader import import_generated, is_generated
+def load(path, verify: bool = True) -> Compiled:
+    """Import an already generated module (``gradc compile -o`` output).
+
+    Raises :class:`~gradc.errors.CacheError` if the file does not match its
+    content hash (truncated, or edited after gradc wrote it) unless ``verify=False``.
+    """
+    from gradc.runtime.loader import content_status, import_generated, is_generated
 
     path = Path(path)
     if not is_generated(path):
         raise GradcError(f"{path} is not a module generated by gradc")
+    if verify and content_status(path.read_bytes()) == "corrupt":
+        raise CacheError("the module does not match its content hash: it is truncated or was edited "
+                         "after gradc wrote it", str(path),
+                         "compile the spec again (or gradc.load(path, verify=False) to load it anyway)")
     return Compiled(import_generated(path), path)

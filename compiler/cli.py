@@ -1,12 +1,14 @@
-"""The ``gradc`` command line: compile, show, check, explain.
+"""The ``gradc`` command line: compile, show, check, explain, cache.
 
 User errors (:class:`~gradc.errors.GradcError`) print one line to stderr and
-exit with status 2; no traceback.
+exit with status 2; no traceback unless ``--debug`` is given (before or after
+the subcommand).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -87,6 +89,8 @@ def cmd_check(a) -> int:
     if a.batch < 1:
         raise GradcError(f"--batch {a.batch} must be at least 1")
     c = compile(Path(a.spec), wrt=_wrt(a.wrt))
+    if a.tol is None:                 # float32 gradients carry float32 round-off (about 1e-7 relative)
+        a.tol = 1e-3 if any(c.dtypes[w] == "float32" for w in c.wrt) else 1e-5
     dims = {d: a.batch for v in c.shapes.values() for d in v if isinstance(d, str)}
     dims.update(_dims(a.dim))
     args = random_arguments(c, dims, a.seed)
@@ -102,10 +106,43 @@ def cmd_check(a) -> int:
     return 0 if ok else 1
 
 
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def cmd_cache(a) -> int:
+    from gradc.runtime.loader import cache_dir, cache_info, clear_cache
+
+    if a.action == "dir":
+        print(cache_dir())
+    elif a.action == "info":
+        info = cache_info()
+        print(f"cache: {info['dir']}")
+        print(f"modules: {len(info['entries'])}, {_size(info['bytes'])} with Numba's machine code")
+        for p in info["corrupt"]:
+            print(f"corrupt: {p.name} (does not match its content hash; rebuilt on the next compile)")
+        if info["temp_files"]:
+            print(f"leftover temporary files: {len(info['temp_files'])} (gradc cache clear removes them)")
+    else:
+        removed, freed = clear_cache()
+        print(f"removed {removed} module{'s' if removed != 1 else ''} ({_size(freed)}) from {cache_dir()}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradc", description="Compile model specs to fused Numba value-and-gradient code.")
     p.add_argument("--version", action="version", version=f"gradc {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
+    # --debug also after the subcommand; SUPPRESS keeps the subparser from resetting the flag
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *args, **kw: _add_parser(*args, parents=[debug], **kw)
 
     c = sub.add_parser("compile", help="write the generated module")
     c.add_argument("spec", help="model spec (.toml)")
@@ -146,9 +183,16 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--batch", type=int, default=3, help="size of every symbolic dimension (default 3)")
     k.add_argument("--dim", action="append", metavar="NAME=N", help="size of one symbolic dimension")
     k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--tol", type=float, default=1e-5, help="largest relative error accepted")
+    k.add_argument("--tol", type=float, default=None,
+                   help="largest relative error accepted (default 1e-5; 1e-3 for float32 gradients)")
     k.add_argument("--wrt")
     k.set_defaults(run=cmd_check)
+
+    m = sub.add_parser("cache", help="the cache of generated modules: where it is, what it holds, clear it")
+    m.add_argument("action", choices=("dir", "info", "clear"),
+                   help="dir: print the folder; info: count and size, corrupt entries; clear: delete "
+                        "gradc's modules and Numba's machine code for them (other files stay)")
+    m.set_defaults(run=cmd_cache)
     return p
 
 
@@ -157,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except GradcError as e:
+        if args.debug:
+            traceback.print_exc()
         print(f"gradc: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
+        if args.debug:
+            traceback.print_exc()
         print(f"gradc: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2

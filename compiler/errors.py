@@ -24,7 +24,15 @@ class GradcError(Exception):
         text = f"{self.where}: {self.message}" if self.where else self.message
         if self.hint:
             text += f" ({self.hint})"
+        return one_line(text)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\n``, ``\\u2028``): an error
+    message quotes untrusted names and file names, and must stay one readable line."""
+    if text.isprintable():
         return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class SpecError(GradcError):
@@ -41,3 +49,18 @@ class UnsupportedError(GradcError):
 
 class VerifyError(GradcError):
     """The IR violates SSA form or an op's shape/dtype rule (a gradc bug or a bad hand-built IR)."""
+
+
+class ArgumentError(ShapeError):
+    """A call of a compiled function got the wrong number, shapes or dtypes of arguments.
+
+    ``where`` names the function and the argument (``value_and_grad: argument 'X'``).
+    """
+
+
+class CacheError(GradcError):
+    """A generated module is unreadable, truncated or was modified after gradc wrote it."""
+
+
+class CacheWarning(UserWarning):
+    """A corrupt cache entry was found (and rebuilt): reported once per entry."""

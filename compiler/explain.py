@@ -36,7 +36,7 @@ from . import __version__
 from .ad import Step, grad, note_of
 from .codegen import _helpers, _safe_name, environment, label_classes, render_stmts
 from .errors import GradcError
-from .ir import Builder, Function, Namer, Value, verify
+from .ir import DTYPE_NAMES, Builder, Function, Namer, Value, verify
 from .ops import OPS
 from .pipeline import build
 
@@ -115,7 +115,7 @@ def _trace_module(art):
         version=__version__, source_name=_safe_name(lo.source_name), model_name=lo.model_name,
         arg_names=tuple(v.name for v in full.inputs),
         shapes={v.name: v.shape for v in full.inputs},
-        dtypes={v.name: {"f64": "float64", "i64": "int64", "bool": "bool"}[v.dtype] for v in full.inputs},
+        dtypes={v.name: DTYPE_NAMES[v.dtype] for v in full.inputs},
         classes=label_classes(full), params=lo.params, helpers=_helpers([whole]),
         lines=lines, returned=returned)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

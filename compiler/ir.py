@@ -2,8 +2,8 @@
 
 A :class:`Function` is a list of :class:`Stmt` in SSA form: each statement
 applies one op (see :mod:`gradc.ops`) to operand :class:`Value` objects and
-defines exactly one new value. Every value carries a dtype (``f64``, ``i64`` or
-``bool``) and a shape: a tuple whose entries are ints or symbolic dimension
+defines exactly one new value. Every value carries a dtype (``f64``, ``f32``,
+``i64`` or ``bool``) and a shape: a tuple whose entries are ints or symbolic dimension
 names such as ``"batch"``. Shape ``()`` is a scalar.
 
 After reverse-mode AD (:mod:`gradc.ad`) the same function also holds the
@@ -20,7 +20,10 @@ from .errors import VerifyError
 Dim = int | str
 Shape = tuple[Dim, ...]
 
-DTYPES = ("f64", "i64", "bool")
+DTYPES = ("f64", "f32", "i64", "bool")
+FLOATS = ("f64", "f32")
+#: IR dtype -> NumPy dtype name
+DTYPE_NAMES = {"f64": "float64", "f32": "float32", "i64": "int64", "bool": "bool"}
 
 
 class Value:
@@ -162,16 +165,24 @@ class Builder:
         self.adjoint = False
         self._consts: dict[tuple, Value] = {}
 
-    def const(self, value: float, shape: Shape = ()) -> Value:
-        key = (float(value), tuple(shape))
+    def const(self, value: float, shape: Shape = (), dtype: str = "f64") -> Value:
+        """A constant; ``dtype`` ``"f32"`` makes a float32 one (the ``dtype`` attribute is
+        only present then, so float64 IR prints as before)."""
+        key = (float(value), tuple(shape), dtype)
         if key not in self._consts:
-            self._consts[key] = self.emit("const", value=float(value), shape=tuple(shape), name="c")
+            extra = {"dtype": dtype} if dtype != "f64" else {}
+            self._consts[key] = self.emit("const", value=float(value), shape=tuple(shape), name="c", **extra)
         return self._consts[key]
 
     def emit(self, op: str, *args, name: str | None = None, **attrs) -> Value:
+        """Python numbers among ``args`` become constants of the operands' float dtype:
+        float32 if every float operand is float32 (so ``0.5 * x`` keeps a float32 ``x``
+        float32, as NumPy does with a Python float), else float64."""
         from .ops import infer
 
-        vals = tuple(a if isinstance(a, Value) else self.const(a) for a in args)
+        floats = {a.dtype for a in args if isinstance(a, Value) and a.dtype in FLOATS}
+        cdtype = "f32" if floats == {"f32"} else "f64"
+        vals = tuple(a if isinstance(a, Value) else self.const(a, dtype=cdtype) for a in args)
         attr_items = tuple(sorted(attrs.items()))
         dtype, shape = infer(op, vals, dict(attr_items), self.loc)
         out = Value(self.namer.fresh(name or self.hint), dtype, shape)

@@ -57,7 +57,7 @@ def lower(source, args=None, wrt=None, name: str | None = None) -> Lowered:
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, ValueError) as e:            # ValueError: bad UTF-8, a NUL in the path
             raise SpecError(f"cannot read spec file {path}: {getattr(e, 'strerror', None) or e}") from None
         return load_spec(text, path.name, wrt)
     if isinstance(source, str):
@@ -83,5 +83,5 @@ def build(source, args=None, wrt=None, name: str | None = None, comments: bool =
     code = render_module(forward, full, version=__version__, source_text=lowered.source_text,
                          source_name=lowered.source_name, source_hash=key[:16],
                          model_name=lowered.model_name, params=lowered.params, roles=lowered.roles,
-                         comments=comments)
+                         comments=comments, description=lowered.description)
     return Artifact(lowered, primal, full, code, key)

@@ -20,7 +20,8 @@ def resolve_shape(name: str, shape, dims: dict) -> tuple[int, ...]:
 
 
 def init_params(compiled, dims: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Arrays for every parameter of a compiled spec, float64, C-contiguous.
+    """Arrays for every parameter of a compiled spec, C-contiguous, in the parameter's
+    dtype (float64, or float32 where the spec says so; drawn in float64, then rounded).
 
     Methods: ``zeros``, ``ones``, ``constant`` (``value``), ``normal``
     (``std``, default 0.01), ``uniform`` (``scale``), ``glorot`` (uniform on
@@ -52,5 +53,8 @@ def init_params(compiled, dims: dict, seed: int = 0) -> dict[str, np.ndarray]:
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
         else:
             raise SpecError(f"unknown init '{method}' for parameter {name}")
-        params[name] = value if shape else float(value)
+        if getattr(compiled, "dtypes", {}).get(name) == "float32":
+            params[name] = value.astype(np.float32) if shape else np.float32(value)
+        else:
+            params[name] = value if shape else float(value)
     return params

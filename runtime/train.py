@@ -144,6 +144,10 @@ def train(compiled, params: dict, data: dict, *, epochs: int = 10, batch_size: i
         raise ValueError(f"patience must be at least 1, got {patience}")
     rng = np.random.default_rng(seed)
     learn = [w for w in compiled.wrt if w in params]
+    # the first minibatch goes through the argument check (a clear error for wrong shapes or
+    # dtypes); the others call the Numba dispatcher directly (the check costs a few µs a call)
+    value_and_grad = compiled.value_and_grad
+    raw = getattr(getattr(compiled, "raw", None), "value_and_grad", value_and_grad)
     history = History()
     best_params = _snapshot(params) if restore_best else None
     wait = 0
@@ -168,7 +172,8 @@ def train(compiled, params: dict, data: dict, *, epochs: int = 10, batch_size: i
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
                 batch = {k: np.ascontiguousarray(v[idx]) for k, v in data.items()}
-                value, grads = compiled.value_and_grad(*_call_args(compiled, batch, params))
+                value, grads = value_and_grad(*_call_args(compiled, batch, params))
+                value_and_grad = raw
                 optimizer.step(params, {w: g for w, g in zip(compiled.wrt, grads) if w in learn})
                 total += float(value) * len(idx)
                 seen += len(idx)

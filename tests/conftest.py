@@ -12,6 +12,19 @@ import tempfile
 
 import pytest
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:                     # hypothesis comes with the test extra; only test_properties needs it
+    settings = None
+else:
+    # Property tests (tests/test_properties.py) compile one Numba module per example, so the
+    # default profile is small and reproducible; HYPOTHESIS_PROFILE=thorough runs hundreds.
+    settings.register_profile("ci", max_examples=20, derandomize=True, database=None, deadline=None,
+                              print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("thorough", max_examples=300, deadline=None, print_blob=True,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 def pytest_configure(config):
     os.environ["GRADC_CACHE_DIR"] = os.environ.get("GRADC_TEST_CACHE") or tempfile.mkdtemp(prefix="gradc-test-")

@@ -386,7 +386,7 @@ def test_comments_and_description_are_accepted(tmp_path):
     ('init = "glorot"', 'init = "normal", std = inf', 9, "std of W must be a finite number"),
     ('init = "glorot"', 'init = "uniform", scale = nan', 9, "scale of W must be a finite number"),
     ('init = "glorot"', 'init = "normal", std = "big"', 9, "std of W must be a finite number"),
-    ('dtype = "int64"', 'dtype = ["int64"]', 6, "dtype of y must be float64 or int64"),
+    ('dtype = "int64"', 'dtype = ["int64"]', 6, "dtype of y must be float64, float32 or int64"),
     ('shape = ["batch", 3]', 'shape = "batch"', 5, "must be a list"),
     ('shape = ["batch", 3]', 'shape = [["batch"], 3]', 5, "must be a positive integer or a name"),
     ('shape = ["batch", 3]', "shape = [true, 3]", 5, "must be a positive integer or a name"),
@@ -423,3 +423,86 @@ def test_expression_size_limits(tmp_path):
     assert "too large" in fails(tmp_path, spec_with("+".join(["x"] * 1500)))
     assert "nested too deeply" in fails(tmp_path, spec_with("-" * 3000 + "x"))
     assert "the limit is 4000" in fails(tmp_path, spec_with("x" + " " * 4000))
+
+
+# ------------------------------------------------------------------ hostile input (issue 5)
+@pytest.mark.parametrize("expr, col, what", [
+    ("\uff58 + 1", 6, "U+FF58 (FULLWIDTH LATIN SMALL LETTER X)"),     # Python would read it as x
+    ("x + \u0445", 10, "U+0445 (CYRILLIC SMALL LETTER HA)"),
+    ("x\u200b", 7, "U+200B (ZERO WIDTH SPACE)"),
+    ("x\u2028+ 1", 7, "U+2028 (LINE SEPARATOR)"),
+    ("sum(x) + \u00e9", 15, "U+00E9"),
+])
+def test_non_ascii_in_expressions(tmp_path, expr, col, what):
+    msg = fails(tmp_path, spec_with(expr))
+    assert msg.startswith(f"bad.toml:12:{col}: character {what}"), msg
+    assert "expressions are ASCII" in msg
+
+
+@pytest.mark.parametrize("name", ["np", "numba", "math", "value_and_grad", "forward", "ARGS", "__import__",
+                                  "__builtins__", "__class__", "open", "eval", "print", "self"])
+def test_names_of_the_generated_module_and_builtins_are_undefined(tmp_path, name):
+    msg = fails(tmp_path, spec_with(f"x * {name}"))
+    assert msg.startswith("bad.toml:12:10: ") and f"undefined name '{name}'" in msg
+
+
+@pytest.mark.parametrize("expr, what", [
+    ("x * None", "only numbers are allowed as constants, not None"),
+    ("x * True", "only numbers are allowed as constants, not True"),
+    ("x * ...", "only numbers are allowed as constants, not Ellipsis"),
+    ("x * 1j", "only numbers are allowed as constants, not 1j"),
+    ("x if True else x", "'x if c else y'"),
+    ("not x", "operator Not is not allowed"),
+    ("~x", "operator Invert is not allowed"),
+    ("x is x", "only one comparison"),
+    ("(q := x)", "':='"),
+    ("x @= W", "syntax error"),
+    ("import os", "syntax error"),
+    ("exec('1')", "unknown function 'exec'"),
+    ("np.exp(x)", "only plain function names can be called, not attribute access"),
+    ("x.__class__.__bases__[0].__subclasses__()", "attribute access"),
+    ("sum(x, **{'axis': 0})", "no keyword argument '**'"),
+    ("sum(*[x])", "starred arguments"),
+    ("{x}", "a set"),
+    ("b'x'", "only numbers are allowed as constants"),
+])
+def test_more_disallowed_constructs(tmp_path, expr, what):
+    msg = fails(tmp_path, spec_with(expr.replace('"', "'")))
+    assert msg.startswith("bad.toml:12:"), msg
+    assert what in msg
+
+
+@pytest.mark.parametrize("expr", ["x * 10**10**10", "x * 2**1000000", "x * 10.0 ** 400", "x * exp(1000)",
+                                  "x * (1e308 * 10)", "x + (-1e308 - 1e308)", "x * exp(exp(10))"])
+def test_constant_overflow_is_an_error(tmp_path, expr):
+    msg = fails(tmp_path, spec_with(expr))
+    assert re.match(r"bad\.toml:12:\d+: this constant expression overflows float64", msg), msg
+
+
+def test_constant_overflow_through_a_graph_entry(tmp_path):
+    msg = fails(tmp_path, spec_with("x * (big * big)", extra_graph='big = "1e200"'))
+    assert "overflows float64" in msg
+
+
+def test_constants_that_stay_finite_or_are_poles_compile():
+    """A finite constant is fine; a pole (1/0, log(0)) is IEEE inf or NaN at run time, not an error.
+    Either way the code holds no inf literal: the pole stays an operation."""
+    for expr, literal in (("x * 10**300", "1e+300"), ("x * 2**-1080", "0.0"), ("x * sigmoid(-1000)", "0.0"),
+                          ("x / (1 / 0)", "1.0 / 0.0"), ("x + log(0)", "np.log(0.0)")):
+        code = build(spec_with(expr)).code
+        assert "inf" not in code.split('"""', 2)[2], expr
+        assert literal in code, (expr, literal)
+
+
+def test_spec_size_and_toml_nesting_limits(tmp_path):
+    from gradc.frontends.spec import MAX_SPEC_CHARS
+
+    msg = fails(tmp_path, spec_with("x") + "#" * MAX_SPEC_CHARS)
+    assert msg.startswith("bad.toml: the spec is") and f"the limit is {MAX_SPEC_CHARS}" in msg
+    assert "nested too deeply" in fails(tmp_path, "a = " + "[" * 20000 + "]" * 20000 + "\n")
+    assert "nested too deeply" in fails(tmp_path, "a = " + "{ b = " * 5000 + "1" + " }" * 5000 + "\n")
+
+
+def test_wrt_naming_a_value_twice(tmp_path):
+    msg = fails(tmp_path, spec_with("x @ W", output='value = "sum(h)"\nwrt = ["W", "x", "W"]'))
+    assert msg.startswith("bad.toml:16:") and "wrt names 'W' twice" in msg

@@ -16,7 +16,8 @@ class Lowered:
     ``fn.outputs == [value]``; ``wrt`` the inputs to differentiate (default);
     ``source_text`` is shown in the generated header; ``canonical`` is hashed
     for the cache key; ``params`` maps parameter names to initialiser options;
-    ``roles`` maps argument names to a short description for docstrings.
+    ``roles`` maps argument names to a short description for docstrings
+    (free text: the code generator escapes it).
     """
 
     fn: Function
@@ -28,3 +29,5 @@ class Lowered:
     params: dict = field(default_factory=dict)
     roles: dict = field(default_factory=dict)
     data_ranges: dict = field(default_factory=dict)
+    #: free text for the generated module's docstring (``[model] description``); escaped by codegen
+    description: str = ""

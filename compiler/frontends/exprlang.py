@@ -19,11 +19,13 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import SpecError
 from ..ir import Builder, Value
+from ..ops import OPS
 
 MAX_CHARS = 4000
 MAX_NODES = 2000
@@ -131,6 +133,11 @@ FUNCTIONS = {
 }
 
 
+def _char_name(ch: str) -> str:
+    """``U+0445 (CYRILLIC SMALL LETTER HA)``: a character named without printing it raw."""
+    return f"U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')})"
+
+
 def _describe(node: ast.AST) -> str:
     names = {ast.Attribute: "attribute access (x.attr)", ast.Subscript: "indexing (x[...])",
              ast.Lambda: "lambda", ast.ListComp: "a comprehension", ast.GeneratorExp: "a generator",
@@ -152,6 +159,8 @@ class ExprLowerer:
         self.b = builder
         self.env = env
         self.place = lambda node: None
+        #: id of a Value -> its number, for the constants of the spec (literals and what folds from them)
+        self.constants: dict[int, float] = {}
 
     def parse(self, text: str, place) -> ast.Expression:
         """Parse and check one expression string; ``place(col)`` names a column."""
@@ -159,6 +168,12 @@ class ExprLowerer:
             raise SpecError("an expression must be a string", place(0))
         if len(text) > MAX_CHARS:
             raise SpecError(f"expression is {len(text)} characters long; the limit is {MAX_CHARS}", place(0))
+        for i, ch in enumerate(text):
+            # Python folds look-alike letters (NFKC: fullwidth 'ｘ' is 'x') and accepts any
+            # Unicode letter (Cyrillic 'х'); a spec expression is plain ASCII, so neither can hide
+            if not (" " <= ch <= "~" or ch in "\t\n\r"):
+                raise SpecError(f"character {_char_name(ch)} is not allowed in an expression", place(i),
+                                "expressions are ASCII: names, numbers, operators and parentheses")
         try:
             tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as e:
@@ -197,8 +212,58 @@ class ExprLowerer:
                 stack.extend((k, False) for k in reversed(kids))
                 continue
             self.b.loc = self.place(node)
-            done[id(node)] = self._build(node, [done[id(k)] for k in kids])
+            done[id(node)] = self._build(node, self._weak([done[id(k)] for k in kids]))
+            self._fold(node, done[id(node)])
         return done[id(root)]
+
+    def _weak(self, vals: list) -> list:
+        """Numbers adopt the float dtype of the other operands, as a Python float does in NumPy:
+        in ``2.5 * x`` or ``(1 / 3) * x`` with a float32 ``x`` the constant becomes a float32 one
+        (the float64 constant it replaces is left to dead-code elimination). Float64 specs are
+        unchanged."""
+        floats = {v.dtype for v in vals if v.dtype in ("f64", "f32") and id(v) not in self.constants}
+        if floats != {"f32"}:
+            return vals
+        out = []
+        for v in vals:
+            if id(v) in self.constants and v.dtype == "f64" and not v.shape:
+                c = self.b.const(self.constants[id(v)], dtype="f32")
+                self.constants[id(c)] = self.constants[id(v)]
+                v = c
+            out.append(v)
+        return out
+
+    def _fold(self, node, out: Value) -> None:
+        """Track constant subexpressions; one whose value overflows float64 is an error.
+
+        ``10 ** 10 ** 10`` or ``exp(1000)`` written with numbers only would otherwise
+        compile to code that computes inf at run time. A pole (``1 / 0``, ``log(0)``)
+        is left alone: it gives inf or NaN at run time, as IEEE arithmetic does.
+        """
+        if isinstance(node, ast.Constant):
+            return
+        s = self.b.stmts[-1] if self.b.stmts else None
+        if s is None or s.out is not out or not s.args or not all(id(a) in self.constants for a in s.args):
+            return
+        vals = [self.constants[id(a)] for a in s.args]
+        try:
+            if s.op == "powc":
+                r = vals[0] ** s.attr["p"]
+            elif OPS[s.op].fold is not None:
+                r = OPS[s.op].fold(*vals)
+            else:
+                return
+        except OverflowError:
+            r = math.inf
+        except (ArithmeticError, ValueError):
+            return
+        if isinstance(r, bool) or not isinstance(r, (int, float)):
+            return                          # a mask, or a complex power of a negative number
+        if math.isinf(r):
+            self._fail(node, "this constant expression overflows float64 (its magnitude exceeds 1.8e308)",
+                       "use a smaller constant")
+        if not math.isnan(r):
+            self.constants[id(out)] = float(r)
 
     def _children(self, node):
         if isinstance(node, ast.BinOp):
@@ -207,10 +272,39 @@ class ExprLowerer:
             return [node.operand]
         if isinstance(node, ast.Compare):
             return [node.left, *node.comparators]
+        if isinstance(node, ast.Subscript):         # x[1:], X[:, :-1]: the bounds are constants
+            return [node.value]
         if isinstance(node, ast.Call):              # constant arguments are attributes, not values
             sig = FUNCTIONS.get(getattr(node.func, "id", None))
             return list(node.args if sig is None else node.args[:len(sig.operands)])
         return []
+
+    def _subscript(self, node: ast.Subscript, x):
+        """Basic slicing with constant bounds and step 1, one ``slice`` op per sliced axis."""
+        parts = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if len(parts) > x.rank:
+            self._fail(node, f"{len(parts)} indices for %{x.name} of rank {x.rank}")
+        for axis, part in enumerate(parts):
+            if not isinstance(part, ast.Slice):
+                self._fail(node, "only slices such as x[1:] or X[:, :-1] are allowed",
+                           "integer and array indexing are not supported; use x[i:i+1]")
+            if part.step is not None and self._number(part.step) != 1:
+                self._fail(node, "slices take no step")
+            bounds = []
+            for bound in (part.lower, part.upper):
+                value = None if bound is None else self._number(bound)
+                if bound is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                    self._fail(node, "slice bounds must be integer constants")
+                bounds.append(value)
+            if bounds == [None, None]:
+                continue
+            n = x.shape[axis]
+            start, stop = bounds
+            if isinstance(n, int):
+                start = 0 if start is None else (start + n if start < 0 else start)
+                stop = n if stop is None else (stop + n if stop < 0 else stop)
+            x = self.b.emit("slice", x, axis=axis, start=start, stop=stop)
+        return x
 
     def _fail(self, node, message, hint=None):
         raise SpecError(message, self.place(node), hint)
@@ -226,6 +320,8 @@ class ExprLowerer:
 
     def _build(self, node, vals):
         b = self.b
+        if isinstance(node, ast.Subscript):
+            return self._subscript(node, vals[0])
         if isinstance(node, ast.Constant):
             if type(node.value) not in (int, float):
                 self._fail(node, f"only numbers are allowed as constants, not {node.value!r}"[:200])
@@ -233,7 +329,9 @@ class ExprLowerer:
                 self._fail(node, "integer constant is too large (the limit is 2**53)")
             if not math.isfinite(float(node.value)):
                 self._fail(node, "constant must be finite")
-            return b.const(float(node.value))
+            c = b.const(float(node.value))
+            self.constants[id(c)] = float(node.value)
+            return c
         if isinstance(node, ast.Name):
             if node.id not in self.env:
                 close = difflib.get_close_matches(node.id, list(self.env), n=1)

@@ -8,15 +8,17 @@ Layout::
     [graph]            h = "tanh(X @ W1 + b1)"   (named assignments; any order, no cycles)
     [output]           value = "loss", wrt = ["W1", ...] (optional; any float input or param)
 
-Shapes list ints and symbolic dimension names; dtypes are ``float64`` (default)
-or ``int64`` (class labels, inputs only). ``init`` is one of ``zeros``,
+Shapes list ints and symbolic dimension names; dtypes are ``float64`` (default),
+``float32`` or ``int64`` (class labels, inputs only). ``init`` is one of ``zeros``,
 ``ones``, ``constant`` (with ``value``), ``normal`` (``std``), ``uniform``
 (``scale``), ``glorot``, ``he``.
 
 The spec is untrusted: its text goes through ``tomllib`` and the expression
 strings through :mod:`.exprlang` (``ast`` + whitelist) only; names that
-become Python identifiers are validated with :func:`~gradc.ir.check_identifier`.
-Every error is a :class:`SpecError` with ``file:line:col``.
+become Python identifiers are validated with :func:`~gradc.ir.check_identifier`;
+free text (``description``, ``doc``) is escaped by the code generator. The text
+is at most :data:`MAX_SPEC_CHARS` characters. Every error is a :class:`SpecError`
+with ``file:line:col``.
 """
 from __future__ import annotations
 
@@ -33,7 +35,13 @@ from .exprlang import ExprLowerer, names_used
 SECTIONS = ("model", "inputs", "params", "graph", "output")
 INITS = {"zeros": (), "ones": (), "constant": ("value",), "normal": ("std",), "uniform": ("scale",),
          "glorot": (), "he": ()}
-DTYPES = {"float64": "f64", "int64": "i64"}
+DTYPES = {"float64": "f64", "float32": "f32", "int64": "i64"}
+FLOAT_DTYPES = ("float64", "float32")
+MODEL_KEYS = ("name", "description")
+#: Size limits of the untrusted text: the whole spec, a description, a doc string.
+MAX_SPEC_CHARS = 65536
+MAX_DESCRIPTION_CHARS = 4000
+MAX_DOC_CHARS = 500
 
 
 class _Places:
@@ -119,12 +127,27 @@ def _declare(kind: str, table: dict, places: _Places, namer: Namer, roles: dict)
                             f"allowed: {', '.join(sorted(allowed))}")
         shape = _shape(decl.get("shape", []), where, name)
         dtype = decl.get("dtype", "float64")
-        if not isinstance(dtype, str) or dtype not in DTYPES or (kind == "params" and dtype != "float64"):
+        if not isinstance(dtype, str) or dtype not in DTYPES or (kind == "params" and dtype not in FLOAT_DTYPES):
             raise SpecError(f"dtype of {name} must be "
-                            + ("float64" if kind == "params" else "float64 or int64") + f", not {dtype!r}", where)
+                            + ("float64 or float32" if kind == "params" else "float64, float32 or int64")
+                            + f", not {dtype!r}"[:80], where)
         values.append(Value(namer.claim(name), DTYPES[dtype], shape))
         roles[name] = " (data)" if kind == "inputs" else " (parameter)"
+        if "doc" in decl:
+            roles[name] += ": " + _text(decl["doc"], where, f"doc of {name}", MAX_DOC_CHARS)
     return values
+
+
+def _text(value, where: str, what: str, limit: int) -> str:
+    """A free-text entry (description, doc): a string of at most ``limit`` characters.
+
+    Any character is allowed; the code generator escapes it wherever it is written.
+    """
+    if not isinstance(value, str):
+        raise SpecError(f"{what} must be a string", where)
+    if len(value) > limit:
+        raise SpecError(f"{what} is {len(value)} characters long; the limit is {limit}", where)
+    return value
 
 
 def _params_init(table: dict, places: _Places) -> dict:
@@ -179,9 +202,16 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
     Raises :class:`SpecError` (malformed TOML or spec, with file:line:col) and
     :class:`~gradc.errors.ShapeError` (operands that do not fit an op).
     """
+    if not isinstance(text, str):
+        raise SpecError(f"a spec must be text, not {type(text).__name__}", filename)
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"the spec is {len(text)} characters long; the limit is {MAX_SPEC_CHARS}", filename,
+                        "a model spec is a few kilobytes; is this the right file?")
     places = _Places(text, filename)
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        raise SpecError("malformed TOML: arrays or tables are nested too deeply", filename) from None
     except tomllib.TOMLDecodeError as e:
         # tomllib (3.11-3.13) puts the place only in the text: "... (at line 7, column 5)"
         m = re.search(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$", str(e))
@@ -192,7 +222,13 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
         if key not in SECTIONS:
             raise SpecError(f"unknown section [{key}]", places.at(key), "sections: " + ", ".join(SECTIONS))
     model = _table(doc, "model", places, required=False)
+    extra = sorted(set(model) - set(MODEL_KEYS))
+    if extra:
+        raise SpecError(f"[model] has unknown key(s) {', '.join(extra)}"[:200], places.at("model", extra[0]),
+                        "allowed: " + ", ".join(MODEL_KEYS))
     model_name = _name(model.get("name", "model"), places.at("model", "name"), "model")
+    description = _text(model.get("description", ""), places.at("model", "description"),
+                        "[model] description", MAX_DESCRIPTION_CHARS)
     inputs_t = _table(doc, "inputs", places, required=False)
     params_t = _table(doc, "params", places, required=False)
     graph = _table(doc, "graph", places)
@@ -217,13 +253,18 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
                             "graph entries need new names")
         namer.claim(name)
         trees[name] = lowerer.parse(expr, place_of("graph", name))
+    env_ids = {id(v) for v in env.values()}
     for name in _order(graph, trees, places):
         b.hint = name
         v = lowerer.lower(graph[name], place_of("graph", name))
-        if v in env.values() or any(s.out is v and s.op == "const" for s in b.stmts) or v.name in env:
+        if id(v) in env_ids or id(v) in b_const_ids(b) or v.name in env:
+            known = lowerer.constants.get(id(v))
             v = b.emit("alias", v, name=name + "_v")
+            if known is not None:
+                lowerer.constants[id(v)] = known
         v.name = name                     # the graph entry names its final SSA value
         env[name] = v
+        env_ids.add(id(v))
     if "value" not in output:
         raise SpecError("[output] needs value = \"<graph entry or expression>\"", places.at("output"))
     b.hint = "out"
@@ -243,15 +284,23 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
     for w in wrt_names:
         where = places.at("output", "wrt")
         if w not in by_name:
-            raise SpecError(f"wrt names '{w}', which is not an input or parameter", where)
-        if by_name[w].dtype != "f64":
+            raise SpecError(f"wrt names '{w}', which is not an input or parameter"[:200], where)
+        if by_name[w] in wrt_vals:
+            raise SpecError(f"wrt names '{w}' twice", where)
+        if by_name[w].dtype not in ("f64", "f32"):
             raise SpecError(f"wrt names '{w}', an int64 input: labels have no gradient", where,
                             "remove it from wrt")
         wrt_vals.append(by_name[w])
     fn = Function(model_name, inputs + params, b.stmts, [out], source_name=filename)
     lowered = Lowered(fn, wrt_vals, text, filename, model_name,
-                      hashlib.sha256(text.encode()).hexdigest(), _params_init(params_t, places), roles)
+                      hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+                      _params_init(params_t, places), roles, description=description)
     return lowered
+
+
+def b_const_ids(b: Builder) -> set[int]:
+    """Ids of the builder's constant values."""
+    return {id(c) for c in b._consts.values()}
 
 
 __all__ = ["load_spec", "GradcError"]

@@ -4,7 +4,8 @@ Accepted (anything else raises :class:`~gradc.errors.UnsupportedError` naming
 the SymPy class): numbers and constants (pi, E, EulerGamma, ...), Symbol, Add,
 Mul (with quotients), Pow (integer, rational, real and symbolic exponents),
 exp, log, sqrt, sin, cos, tan, tanh, Abs, Max, Min, Piecewise with
-relational conditions (<, <=, >, >=) combined by And, Or, Not; and
+relational conditions (<, <=, >, >=) combined by And, Or, Not (and ITE, which SymPy
+writes for a condition on a Piecewise); and
 MatrixSymbol algebra: MatMul, MatAdd, Transpose, scalar multiples,
 HadamardProduct, HadamardPower. A 1×1 matrix result becomes a scalar.
 
@@ -17,7 +18,7 @@ import hashlib
 
 import sympy as sp
 
-from ..errors import UnsupportedError
+from ..errors import GradcError, UnsupportedError
 from ..ir import Builder, Function, Namer, Value, check_identifier
 from . import Lowered
 
@@ -159,6 +160,10 @@ class _Lowerer:
             return _chain(b, "logical_and" if isinstance(node, sp.And) else "logical_or", vals)
         if isinstance(node, sp.Not):
             return b.emit("logical_not", vals[0])
+        if isinstance(node, sp.ITE):         # SymPy's form of a condition on a Piecewise: p < 1 with
+            c, yes, no = vals                # p = Piecewise((x, x1 > 0), (y, True)) is ITE(x1 > 0, x < 1, y < 1)
+            return b.emit("logical_or", b.emit("logical_and", c, yes),
+                          b.emit("logical_and", b.emit("logical_not", c), no))
         if isinstance(node, sp.Piecewise):
             it = iter(vals)
             pieces = []
@@ -235,6 +240,10 @@ def lower(expr, args, wrt=None, name: str = "f") -> Lowered:
         raise UnsupportedError(f"expected a SymPy expression, got {type(expr).__name__}")
     if args is None:
         raise UnsupportedError("a SymPy expression needs args=[...] to fix the argument order", _show(expr))
+    why = check_identifier(name)
+    if why:                                # the name becomes the docstring's and the cache file's
+        raise GradcError(f"name={name!r} is not allowed: {why}"[:300], "gradc.compile",
+                         "name the function with a plain identifier such as f")
     lw = _Lowerer(expr, list(args))
     out = lw.run()
     b = lw.b

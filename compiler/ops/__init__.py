@@ -16,6 +16,11 @@ An :class:`Op` entry holds everything about one op:
 * the template fragment: the Jinja2 macro named like the op in
   ``templates/ops/<family>.j2``, where ``family`` is the module defining it.
 
+Float dtypes: ``f64`` and ``f32``. An op's float result has the float dtype of
+its operands, and mixing them gives ``f64``, as in NumPy (:func:`float_dtype`);
+constants are created in the operands' dtype (see :meth:`gradc.ir.Builder.emit`),
+so a float32 model stays float32.
+
 Broadcasting is numpy-style rank extension (a scalar or a trailing-shape
 operand such as a bias vector ``[32]`` against ``[batch,32]``); reducing an
 adjoint back to its operand's shape is done once, generically, by the AD pass.
@@ -71,10 +76,17 @@ def fmt(v) -> str:
 
 def need_float(*vals) -> None:
     for v in vals:
-        if v.dtype != "f64":
-            raise ShapeError(f"{fmt(v)} must be float64",
+        if v.dtype not in ("f64", "f32"):
+            raise ShapeError(f"{fmt(v)} must be float64 or float32",
                              hint="int64 inputs are class labels: use them in pick() or "
                                   "softmax_cross_entropy()")
+
+
+def float_dtype(*vals) -> str:
+    """The float dtype of an op on ``vals`` (all checked to be floats): ``f32`` if every
+    operand is float32, else ``f64`` (NumPy's promotion of float32 with float64)."""
+    need_float(*vals)
+    return "f32" if all(v.dtype == "f32" for v in vals) else "f64"
 
 
 def broadcast(*vals) -> tuple:
@@ -89,8 +101,7 @@ def broadcast(*vals) -> tuple:
 
 
 def elementwise_float(args, attrs):
-    need_float(*args)
-    return "f64", broadcast(*args)
+    return float_dtype(*args), broadcast(*args)
 
 
 def compare_rule(args, attrs):
@@ -110,4 +121,4 @@ def check_axis(v, axis) -> int:
     return axis % v.rank
 
 
-from . import elementwise, select, reduce, linalg, loss  # noqa: E402,F401  (fills OPS)
+from . import elementwise, select, reduce, linalg, loss, index  # noqa: E402,F401  (fills OPS)

@@ -2,7 +2,8 @@
 
 Adjoint rules are the textbook derivatives (e.g. CS231n backprop notes; any
 calculus table); where the derivative is a function of the result it reuses
-the primal result: exp' = exp, tanh' = 1 - t², sigmoid' = s(1 - s),
+the primal result: exp' = exp, tanh' = 1 - t², sigmoid' = s(1 - s) (computed
+as s(x)·s(−x), which keeps its relative accuracy where 1 − s rounds to 0),
 sqrt' = 1/(2√x). Kinks: relu'(0) = 0, |x|'(0) = 0 (sign(0) = 0).
 
 Activations of the lecture notes (XJTLU INT305 Lecture 5, after CS231n
@@ -36,14 +37,14 @@ def _reg(name, infer, vjp, note="", fold=None):
 
 
 def _const_rule(args, attrs):
-    return "f64", tuple(attrs.get("shape", ()))
+    return attrs.get("dtype", "f64"), tuple(attrs.get("shape", ()))
 
 
 def _powc_rule(args, attrs):
     need_float(args[0])
     if not isinstance(attrs.get("p"), float) or not math.isfinite(attrs["p"]):
         raise ShapeError("the exponent must be a finite number")
-    return "f64", args[0].shape
+    return args[0].dtype, args[0].shape
 
 
 def _unary(args, attrs):
@@ -89,9 +90,10 @@ _reg("tan", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("add", 1.0, b.emit(
      "tan: 1 + tan^2 (reuses the result)", math.tan)
 _reg("tanh", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sub", 1.0, b.emit("mul", s.out, s.out)))],
      "tanh: 1 - t^2 (reuses the result)", math.tanh)
+# sigmoid' = s(1 - s), computed as s(x) s(-x): for x = 40, 1 - s rounds to 0 but s(-40) = 4.2e-18
 _reg("sigmoid", _unary,
-     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.out, b.emit("sub", 1.0, s.out)))],
-     "sigmoid: s(1 - s) (reuses the result)", lambda x: 1.0 / (1.0 + math.exp(-x)))
+     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.out, b.emit("sigmoid", b.emit("neg", s.args[0]))))],
+     "sigmoid: s(1 - s) = s(x) s(-x) (reuses the result)", lambda x: _sigmoid(x))
 _reg("relu", _unary,
      lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0), g, 0.0)],
      "relu: routes g where x > 0 (relu'(0) = 0)", lambda x: max(x, 0.0))
@@ -120,6 +122,14 @@ def _activation_rule(name):
             raise ShapeError(f"{name} must be a finite number, got {value!r}")
         return elementwise_float(args, attrs)
     return rule
+
+
+def _sigmoid(x):
+    """1 / (1 + e^-x) without overflow (exp of a non-positive number only)."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    t = math.exp(x)
+    return t / (1.0 + t)
 
 
 def _softplus(x):

@@ -9,7 +9,7 @@ for the vector cases. ``item`` turns a 1×1 matrix (SymPy's ``x.T*x``) into a sc
 from __future__ import annotations
 
 from ..errors import ShapeError
-from . import fmt, need_float, register
+from . import float_dtype, fmt, need_float, register
 
 
 def _matmul_rule(args, attrs):
@@ -22,7 +22,7 @@ def _matmul_rule(args, attrs):
     if k_a != k_b:
         raise ShapeError(f"inner dimensions differ in {fmt(a)} @ {fmt(b)}: {k_a} vs {k_b}",
                          hint="the last dimension of the left operand must equal the first of the right")
-    return "f64", a.shape[:-1] + b.shape[1:]
+    return float_dtype(a, b), a.shape[:-1] + b.shape[1:]
 
 
 def _matmul_vjp(b, s, g):
@@ -48,7 +48,7 @@ def _outer_rule(args, attrs):
     need_float(a, b)
     if a.rank != 1 or b.rank != 1:
         raise ShapeError(f"outer needs two vectors, got {fmt(a)} and {fmt(b)}")
-    return "f64", (a.shape[0], b.shape[0])
+    return float_dtype(a, b), (a.shape[0], b.shape[0])
 
 
 def _item_rule(args, attrs):
@@ -56,7 +56,7 @@ def _item_rule(args, attrs):
     need_float(x)
     if any(d != 1 for d in x.shape):
         raise ShapeError(f"only a 1x1 result can become a scalar, got {fmt(x)}")
-    return "f64", ()
+    return x.dtype, ()
 
 
 def _matmul_note(s, pos):

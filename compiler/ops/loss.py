@@ -2,13 +2,17 @@
 
 * ``pick(s, y)``: ``s[i, y[i]]`` for scores ``s: f64[n,k]`` and labels ``y: i64[n]``.
 * ``softmax_cross_entropy(s, y)``: per-row ``logsumexp(s[i]) - s[i, y[i]]``,
-  computed with the max-shifted log-sum-exp; adjoint ``g[i] (softmax(s[i]) - onehot(y[i]))``
+  computed with the max-shifted log-sum-exp as ``(m - s[i, y[i]]) + log1p(Σ_{j≠argmax} exp(s[i,j] - m))``
+  (no cancellation when the label is the maximum); adjoint ``g[i] (softmax(s[i]) - onehot(y[i]))``,
+  its label entry as ``-g[i] Σ_{j≠y[i]} softmax(s[i])_j``
   (CS231n "Softmax classifier" notes).
 * ``mse(p, t)``: ``mean((p - t)²)``; adjoint ``2 (p - t) / n``.
 * ``binary_cross_entropy(z, y)``: elementwise ``-(y log σ(z) + (1 - y) log(1 - σ(z)))``
   from logits ``z`` and float targets ``y`` (broadcasting, result shaped like
-  the broadcast), computed stably as ``max(z, 0) - z·y + log1p(exp(-|z|))``;
-  adjoints ``g (σ(z) - y)`` to the logits and ``-g z`` to the targets.
+  the broadcast), computed stably as ``max(z, 0)(1 - y) + max(-z, 0) y + log1p(exp(-|z|))``
+  (= ``max(z, 0) - z·y + log1p(exp(-|z|))``, with no cancellation for targets in [0, 1]);
+  adjoints ``g (σ(z) - y)`` to the logits, computed as ``g ((1 - y) σ(z) - y σ(-z))``,
+  and ``-g z`` to the targets.
 * ``svm_hinge(s, y)``: the multiclass SVM loss of the lecture notes (CS231n
   "Linear classification"), per row ``L_i = Σ_{j≠y_i} max(0, s_j - s_{y_i} + 1)``
   for scores ``s: f64[n,k]`` and labels ``y: i64[n]``, result ``f64[n]``.
@@ -22,7 +26,7 @@ generated module (``templates/ops/loss.j2``).
 from __future__ import annotations
 
 from ..errors import ShapeError
-from . import broadcast, fmt, need_float, register
+from . import broadcast, float_dtype, fmt, need_float, register
 
 
 def _label_rule(args, attrs):
@@ -32,7 +36,7 @@ def _label_rule(args, attrs):
         raise ShapeError(f"labels {fmt(y)} must be int64", hint='declare them with dtype = "int64"')
     if s.rank != 2 or y.rank != 1 or s.shape[0] != y.shape[0]:
         raise ShapeError(f"need scores [n,k] and labels [n], got {fmt(s)} and {fmt(y)}")
-    return "f64", (s.shape[0],)
+    return s.dtype, (s.shape[0],)
 
 
 def _label_vjp_rule(args, attrs):
@@ -40,13 +44,12 @@ def _label_vjp_rule(args, attrs):
     _label_rule([s, y], attrs)
     if g.shape != (s.shape[0],):
         raise ShapeError(f"cotangent {fmt(g)} must have one entry per row of {fmt(s)}")
-    return "f64", s.shape
+    return float_dtype(g, s), s.shape
 
 
 def _mse_rule(args, attrs):
-    need_float(*args)
     broadcast(*args)
-    return "f64", ()
+    return float_dtype(*args), ()
 
 
 def _mse_vjp(b, s, g):
@@ -70,13 +73,16 @@ register("mse", _mse_rule, _mse_vjp, "mse: 2 (p - t) / n", family="loss")
 
 # ------------------------------------------------------------ issue 3
 def _bce_rule(args, attrs):
-    need_float(*args)
-    return "f64", broadcast(*args)
+    return float_dtype(*args), broadcast(*args)
 
 
 def _bce_vjp(b, s, g):
+    # sigmoid(z) - y as (1 - y) sigmoid(z) - y sigmoid(-z): exact for hard targets (y = 1 gives
+    # -sigmoid(-z), where sigmoid(z) - 1 would round to 0 for z > 37)
     z, y = s.args
-    return [b.emit("mul", g, b.emit("sub", b.emit("sigmoid", z), y)), b.emit("neg", b.emit("mul", g, z))]
+    dz = b.emit("sub", b.emit("mul", b.emit("sub", 1.0, y), b.emit("sigmoid", z)),
+                b.emit("mul", y, b.emit("sigmoid", b.emit("neg", z))))
+    return [b.emit("mul", g, dz), b.emit("neg", b.emit("mul", g, z))]
 
 
 register("binary_cross_entropy", _bce_rule, _bce_vjp,

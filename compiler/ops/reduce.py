@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from . import check_axis, fmt, need_float, register
+from . import check_axis, float_dtype, fmt, need_float, register
 
 
 def _reduced(v, axis):
@@ -49,7 +49,7 @@ def _reduced(v, axis):
 def _reduce_rule(args, attrs):
     (x,) = args
     need_float(x)
-    return "f64", _reduced(x, check_axis(x, attrs.get("axis")))
+    return x.dtype, _reduced(x, check_axis(x, attrs.get("axis")))
 
 
 def _sum_to_rule(args, attrs):
@@ -57,7 +57,7 @@ def _sum_to_rule(args, attrs):
     shape = tuple(attrs["shape"])
     if x.shape[len(x.shape) - len(shape):] != shape or len(shape) > len(x.shape):
         raise ShapeError(f"cannot sum {fmt(x)} down to [{','.join(map(str, shape))}]")
-    return "f64", shape
+    return x.dtype, shape
 
 
 def _expand_rule(args, attrs):
@@ -68,12 +68,13 @@ def _expand_rule(args, attrs):
         raise ShapeError(f"cannot broadcast {fmt(g)} to the shape of {fmt(like)}")
     if axis is not None and g.shape != want:
         raise ShapeError(f"{fmt(g)} does not match {fmt(like)} reduced over axis {axis}")
-    return "f64", like.shape
+    return g.dtype, like.shape
 
 
 def _size_rule(args, attrs):
     check_axis(args[0], attrs.get("axis"))
-    return "f64", ()
+    # the element count in the array's float dtype: dividing a float32 adjoint by it stays float32
+    return args[0].dtype if args[0].dtype in ("f64", "f32") else "f64", ()
 
 
 def _expand_vjp(b, s, g):
@@ -117,7 +118,7 @@ def _pool_rule(const: str | None = None):
             if const == "beta" and value == 0:
                 raise ShapeError("beta must not be 0",
                                  hint="(1/beta) ln(mean(exp(beta x))) tends to mean(x) as beta -> 0; use mean(x, axis=...)")
-        return "f64", _reduced(x, axis)
+        return x.dtype, _reduced(x, axis)
     return rule
 
 
@@ -127,7 +128,7 @@ def _pool_vjp_rule(args, attrs):
     axis = check_axis(x, attrs.get("axis"))
     if g.shape != _reduced(x, axis):
         raise ShapeError(f"{fmt(g)} does not match {fmt(x)} reduced over axis {axis}")
-    return "f64", x.shape
+    return float_dtype(g, x), x.shape
 
 
 def _maxout_width(z, k) -> int:
@@ -149,7 +150,7 @@ def _maxout_width(z, k) -> int:
 def _maxout_rule(args, attrs):
     (z,) = args
     m = _maxout_width(z, attrs.get("k"))
-    return "f64", z.shape[:-1] + (m,)
+    return z.dtype, z.shape[:-1] + (m,)
 
 
 def _maxout_vjp_rule(args, attrs):
@@ -157,7 +158,7 @@ def _maxout_vjp_rule(args, attrs):
     m = _maxout_width(z, attrs.get("k"))
     if g.shape != z.shape[:-1] + (m,):
         raise ShapeError(f"cotangent {fmt(g)} does not match maxout of {fmt(z)} with k = {attrs['k']}")
-    return "f64", z.shape
+    return float_dtype(g, z), z.shape
 
 
 def _pool_vjp_with_result_rule(args, attrs):

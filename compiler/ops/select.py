@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import ShapeError
-from . import broadcast, compare_rule, fmt, need_float, register
+from . import broadcast, compare_rule, float_dtype, fmt, need_float, register
 
 
 def _bool_rule(args, attrs):
@@ -24,8 +24,7 @@ def _where_rule(args, attrs):
     c, x, y = args
     if c.dtype != "bool":
         raise ShapeError(f"the condition {fmt(c)} must be a comparison such as x > 0")
-    need_float(x, y)
-    return "f64", broadcast(c, x, y)
+    return float_dtype(x, y), broadcast(c, x, y)
 
 
 for _name, _fn in (("lt", operator.lt), ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge)):

@@ -8,13 +8,19 @@ the constant.
 from __future__ import annotations
 
 import math
+import struct
 
 from ..ir import Stmt
 from ..ops import OPS
 
 
 def _const_stmt(s, value):
-    return Stmt("const", (), s.out, (("shape", ()), ("value", float(value))), s.loc, s.note, s.adjoint)
+    if s.out.dtype == "f32":                 # a float32 constant holds a float32 number
+        value = struct.unpack("f", struct.pack("f", value))[0] if abs(value) < 3.4e38 else value
+        attrs = (("dtype", "f32"), ("shape", ()), ("value", float(value)))
+    else:
+        attrs = (("shape", ()), ("value", float(value)))
+    return Stmt("const", (), s.out, attrs, s.loc, s.note, s.adjoint)
 
 
 def fold_constants(fn):
@@ -34,7 +40,14 @@ def fold_constants(fn):
                 value = math.prod(dims)
         elif s.op == "alias" and id(s.args[0]) in consts:
             value = consts[id(s.args[0])]
-        elif (OPS[s.op].fold and s.out.dtype == "f64" and not s.out.shape
+        elif s.op == "powc" and id(s.args[0]) in consts:
+            try:
+                value = consts[id(s.args[0])] ** s.attr["p"]
+            except (ArithmeticError, ValueError):
+                value = None
+            if value is not None and (isinstance(value, complex) or not math.isfinite(value)):
+                value = None
+        elif (OPS[s.op].fold and s.out.dtype in ("f64", "f32") and not s.out.shape
               and all(id(a) in consts for a in s.args)):
             try:
                 value = OPS[s.op].fold(*(consts[id(a)] for a in s.args))

@@ -1,0 +1,878 @@
+"""Hypothesis strategies: random expression trees over gradc's whole op table, with oracles.
+
+Three tree families; each strategy returns a tree object that knows its source
+(what gradc compiles), the grammar *productions* it used (``productions``;
+every family lists all of its own in ``*_PRODUCTIONS``, so a test can check
+that they cover every op of ``gradc.ops.OPS``), and how to evaluate itself
+without gradc:
+
+* :func:`scalar_trees`: SymPy expressions in ``x0, x1, x2`` (SymPy frontend):
+  ``+ - * /``, unary minus, numbers and constants, integer / negative /
+  rational / real / symbolic powers, ``exp log sqrt sin cos tan tanh Abs Max
+  Min`` and ``Piecewise`` with ``< <= > >=`` conditions combined by ``And Or
+  Not``. Oracle: ``sympy.diff`` of the same tree (Abs/Max/Min rewritten as
+  Piecewise), evaluated in mpmath at 50 digits by :func:`evaluate`.
+* :func:`matrix_trees`: SymPy ``MatrixSymbol`` algebra (``MatMul MatAdd
+  Transpose``, scalar multiples, ``HadamardProduct HadamardPower``) of random
+  compatible shapes (dimensions 1..3), reduced to a 1x1 result ``u.T M v``.
+  Oracle: the same math written per element (``as_explicit()``), differentiated
+  by ``sympy.diff`` with respect to each matrix entry.
+* :func:`array_trees`: spec text (expression language) over float64 arrays of
+  rank 0..3 with a symbolic batch dimension ``n``: every spec function,
+  broadcasting of scalars and bias (trailing-shape) operands, reductions with
+  and without ``axis`` (also negative), matmul in all four vector/matrix forms
+  with random compatible shapes, transpose, maxout, pooling, losses and the
+  int64-label ops. Oracle: :meth:`ArrayTree.evaluate`, an independent NumPy
+  implementation of the same tree that runs on float64 arrays or on object
+  arrays of mpmath numbers (then central differences at 50 digits are, for
+  all purposes, exact derivatives).
+
+Inputs of ``log``, ``sqrt``, real and symbolic powers, ``lp_pool`` and
+denominators are made positive by construction (``u*u + 1/2``, ``exp(u)``,
+``|u| + 1/2``, ...), so every point of R^n is inside the domain; points where
+the math is ill-conditioned (near a kink or a branch boundary, huge
+intermediates, catastrophic cancellation) are recognised by the oracles and
+rejected by the tests, never compared loosely.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import mpmath
+import numpy as np
+import sympy as sp
+from sympy.matrices.expressions.matexpr import MatrixElement
+from hypothesis import assume
+from hypothesis import strategies as st
+
+MP_DPS = 50
+
+# ================================================================== scalar SymPy trees
+XS = sp.symbols("x0 x1 x2", real=True)
+
+#: Leaves and inner productions of :func:`scalar_trees`.
+SCALAR_LEAVES = ("symbol", "number", "constant")
+SCALAR_NODES = ("add", "sub", "mul", "neg", "div", "powi", "pow_neg", "sqrt", "powr", "pow",
+                "exp", "log", "sin", "cos", "tan", "tanh", "abs", "max", "min", "piecewise")
+SCALAR_CONDS = ("lt", "le", "gt", "ge", "and", "or", "not")
+SCALAR_POS = ("pos_square", "pos_exp", "pos_abs")
+SCALAR_PRODUCTIONS = SCALAR_LEAVES + SCALAR_NODES + SCALAR_CONDS + SCALAR_POS
+
+_NUMBERS = (sp.Rational(1, 2), sp.Integer(2), sp.Integer(-3), sp.Float(0.75), sp.Rational(-2, 3))
+
+
+@dataclass
+class ScalarTree:
+    expr: sp.Expr
+    productions: frozenset
+    args: tuple = XS
+
+    @property
+    def source(self):
+        return self.expr
+
+    def __repr__(self):
+        return f"ScalarTree({sp.srepr(self.expr)})"
+
+
+@st.composite
+def scalar_trees(draw, max_depth: int = 3) -> ScalarTree:
+    """A random SymPy expression in ``XS`` of depth <= ``max_depth`` (plus positivity wrappers)."""
+    used: set[str] = set()
+
+    def pick(options):
+        name = draw(st.sampled_from(options))
+        used.add(name)
+        return name
+
+    def leaf():
+        kind = pick(("symbol", "symbol", "symbol", "number", "constant"))
+        if kind == "symbol":
+            return draw(st.sampled_from(XS))
+        if kind == "number":
+            return draw(st.sampled_from(_NUMBERS))
+        return draw(st.sampled_from((sp.pi, sp.E)))
+
+    def pos(d):
+        """A positive expression built on a random subtree (domain of log, sqrt, real powers)."""
+        u = gen(d)
+        kind = pick(SCALAR_POS)
+        if kind == "pos_square":
+            return u ** 2 + draw(st.sampled_from((sp.Rational(1, 2), sp.Integer(1))))
+        if kind == "pos_exp":
+            return sp.exp(u)
+        return sp.Abs(u) + sp.Rational(1, 2)
+
+    def cond(d):
+        kind = pick(SCALAR_CONDS)
+        if kind in ("and", "or"):
+            a, b = cond(0), cond(0)
+            return sp.And(a, b) if kind == "and" else sp.Or(a, b)
+        if kind == "not":
+            return sp.Not(sp.And(cond(0), cond(0)))
+        rel = {"lt": sp.Lt, "le": sp.Le, "gt": sp.Gt, "ge": sp.Ge}[kind]
+        return rel(gen(d), gen(d))
+
+    def gen(d):
+        if d <= 0 or draw(st.integers(0, 5)) == 3:
+            return leaf()
+        p = pick(SCALAR_NODES)
+        k = d - 1
+        if p == "add":
+            return gen(k) + gen(k)
+        if p == "sub":
+            return gen(k) - gen(k)
+        if p == "mul":
+            return gen(k) * gen(k)
+        if p == "neg":
+            return -gen(k)
+        if p == "div":
+            return gen(k) / (pos(k) * draw(st.sampled_from((1, -1))))
+        if p == "powi":
+            return gen(k) ** draw(st.sampled_from((2, 3)))
+        if p == "pow_neg":
+            return pos(k) ** draw(st.sampled_from((sp.Integer(-1), sp.Integer(-2), sp.Rational(-1, 2))))
+        if p == "sqrt":
+            return sp.sqrt(pos(k))
+        if p == "powr":
+            return pos(k) ** draw(st.sampled_from((sp.Rational(3, 2), sp.Float(0.7), sp.Rational(1, 3))))
+        if p == "pow":
+            return pos(k) ** gen(k)
+        if p in ("exp", "sin", "cos", "tan", "tanh"):
+            return getattr(sp, p)(gen(k))
+        if p == "log":
+            return sp.log(pos(k))
+        if p == "abs":
+            return sp.Abs(gen(k))
+        if p in ("max", "min"):
+            n = draw(st.integers(2, 3))
+            return (sp.Max if p == "max" else sp.Min)(*(gen(k) for _ in range(n)))
+        assert p == "piecewise"
+        pieces = [(gen(k), cond(k)) for _ in range(draw(st.integers(1, 2)))]
+        return sp.Piecewise(*pieces, (gen(k), True))
+
+    expr = gen(max_depth)
+    assume(expr.free_symbols)       # (a constant tree, often one SymPy folded, has nothing to differentiate)
+    return ScalarTree(expr, frozenset(used))
+
+
+# ------------------------------------------------------------------ evaluating SymPy trees
+class Reject(Exception):
+    """The point is outside the oracle's well-conditioned region (or outside the domain)."""
+
+
+class _Num:
+    """Scalar arithmetic in float64 (``float``) or in mpmath (``mp``)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        m = mpmath if kind == "mp" else math
+        self.exp, self.log, self.sin, self.cos, self.tan, self.tanh = (
+            m.exp, m.log, m.sin, m.cos, m.tan, m.tanh)
+
+    def num(self, x):
+        if self.kind == "mp":
+            if isinstance(x, sp.Rational):
+                return mpmath.mpf(int(x.p)) / int(x.q)
+            return mpmath.mpf(x) if not isinstance(x, sp.Basic) else mpmath.mpf(str(sp.Float(x, MP_DPS)))
+        return float(x)
+
+    def check(self, v):
+        if isinstance(v, (complex, mpmath.mpc)):
+            raise Reject("complex value")
+        if self.kind == "float" and not math.isfinite(v):
+            raise Reject("float overflow")
+        return v
+
+
+FLOAT, MP = _Num("float"), _Num("mp")
+
+
+def evaluate(expr, env: dict, num: _Num, nodes: list | None = None):
+    """Value of the SymPy scalar ``expr`` with symbols (or matrix entries) from ``env``.
+
+    An evaluator of its own (no lambdify): every node is computed with ``num``;
+    ``nodes``, if given, collects ``(node, value)`` of every expression node.
+    Raises :class:`Reject` for complex values and float64 overflow.
+    """
+    memo: dict = {}
+
+    def ev(e):
+        if e in memo:
+            return memo[e]
+        v = _ev(e)
+        memo[e] = v
+        if nodes is not None and isinstance(e, sp.Expr) and not e.is_number:
+            nodes.append((e, v))
+        return v
+
+    def _ev(e):
+        if e is sp.true:
+            return True
+        if e is sp.false:
+            return False
+        if isinstance(e, (sp.Symbol, MatrixElement)):
+            return num.num(env[e])
+        if e.is_Number or isinstance(e, sp.NumberSymbol):
+            return num.num(e)
+        try:
+            if isinstance(e, sp.Add):
+                acc = ev(e.args[0])
+                for a in e.args[1:]:
+                    acc = acc + ev(a)
+                return num.check(acc)
+            if isinstance(e, sp.Mul):
+                acc = ev(e.args[0])
+                for a in e.args[1:]:
+                    acc = acc * ev(a)
+                return num.check(acc)
+            if isinstance(e, sp.Pow):
+                b, x = ev(e.base), ev(e.exp)
+                if b < 0 and not e.exp.is_integer:
+                    raise Reject("negative base of a real power")
+                return num.check(b ** x)
+            for cls in (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.tanh):
+                if isinstance(e, cls):
+                    return num.check(getattr(num, cls.__name__)(ev(e.args[0])))
+            if isinstance(e, sp.Abs):
+                return abs(ev(e.args[0]))
+            if isinstance(e, sp.Max):
+                return max(ev(a) for a in e.args)
+            if isinstance(e, sp.Min):
+                return min(ev(a) for a in e.args)
+            if isinstance(e, sp.Piecewise):
+                for val, c in e.args:
+                    if ev(c):
+                        return ev(val)
+                raise Reject("no Piecewise condition holds")
+            if isinstance(e, sp.core.relational.Relational):
+                a, b = ev(e.lhs), ev(e.rhs)
+                return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[e.rel_op]
+            if isinstance(e, sp.And):
+                return all([ev(a) for a in e.args])
+            if isinstance(e, sp.Or):
+                return any([ev(a) for a in e.args])
+            if isinstance(e, sp.Not):
+                return not ev(e.args[0])
+            if isinstance(e, sp.ITE):            # SymPy's rewrites of nested conditions
+                return ev(e.args[1]) if ev(e.args[0]) else ev(e.args[2])
+            if isinstance(e, sp.Xor):
+                return sum(bool(ev(a)) for a in e.args) % 2 == 1
+            if isinstance(e, sp.Implies):
+                return (not ev(e.args[0])) or bool(ev(e.args[1]))
+            if isinstance(e, sp.Equivalent):
+                return len({bool(ev(a)) for a in e.args}) == 1
+        except (OverflowError, ValueError, ZeroDivisionError) as exc:
+            raise Reject(f"{type(exc).__name__} in {type(e).__name__}") from None
+        raise NotImplementedError(f"evaluate: SymPy class {type(e).__name__}")
+
+    return ev(expr)
+
+
+def for_diff(expr):
+    """``expr`` with Abs, Max and Min written as Piecewise (``sympy.diff`` then gives Piecewise
+    derivatives instead of sign/Heaviside; the point filter keeps away from the kinks)."""
+    def pw_max(*a, pick_max=True):
+        acc = a[0]
+        for b in a[1:]:
+            acc = sp.Piecewise((acc, acc >= b if pick_max else acc <= b), (b, True))
+        return acc
+    expr = expr.replace(sp.Abs, lambda a: sp.Piecewise((a, a >= 0), (-a, True)))
+    expr = expr.replace(sp.Max, lambda *a: pw_max(*a))
+    return expr.replace(sp.Min, lambda *a: pw_max(*a, pick_max=False))
+
+
+def kink_gaps(expr) -> list:
+    """Expressions whose zeros are kinks or branch boundaries of ``expr`` (relations, Abs, Max, Min)."""
+    gaps = []
+    for e in sp.preorder_traversal(expr):
+        if isinstance(e, sp.core.relational.Relational):
+            gaps.append(e.lhs - e.rhs)
+        elif isinstance(e, sp.Abs):
+            gaps.append(e.args[0])
+        elif isinstance(e, (sp.Max, sp.Min)):
+            gaps += [a - b for i, a in enumerate(e.args) for b in e.args[i + 1:]]
+    return gaps
+
+
+@dataclass
+class SymbolicOracle:
+    """Value and gradient of a SymPy scalar ``expr`` w.r.t. ``wrt`` (symbols or matrix entries).
+
+    :meth:`at` returns ``(value, grads)`` exact to ~50 digits, or raises :class:`Reject`
+    if the point is ill-conditioned: a kink or branch boundary closer than ``GAP``, an
+    intermediate above ``BIG`` in magnitude, or float64 evaluation of SymPy's own
+    derivative expressions (a route independent of gradc) off by more than
+    ``COND_RTOL`` relative (``COND_RTOL``·scale absolute): then float64 cannot be
+    expected to give ``RTOL`` either.
+    """
+
+    expr: sp.Expr
+    wrt: list
+    GAP = 1e-6
+    BIG = 1e8
+    COND_RTOL = 1e-12
+    derivs: list = field(init=False)
+    gaps: list = field(init=False)
+
+    def __post_init__(self):
+        smooth = for_diff(self.expr)
+        self.derivs = [sp.diff(smooth, w) for w in self.wrt]
+        self.gaps = kink_gaps(self.expr) + kink_gaps(smooth)
+
+    def at(self, env: dict):
+        with mpmath.workdps(MP_DPS):
+            nodes: list = []
+            value = evaluate(self.expr, env, MP, nodes)
+            for _, v in nodes:
+                if abs(v) > self.BIG:
+                    raise Reject("huge intermediate")
+            for gap in self.gaps:
+                if abs(evaluate(gap, env, MP)) < self.GAP:
+                    raise Reject("near a kink")
+            grads = [evaluate(d, env, MP) for d in self.derivs]
+            scale = max([1.0] + [abs(float(g)) for g in grads])
+            for d, g in zip(self.derivs, grads):
+                f = evaluate(d, env, FLOAT)
+                if abs(f - g) > self.COND_RTOL * (abs(g) + scale):
+                    raise Reject("ill-conditioned derivative")
+            fv = evaluate(self.expr, env, FLOAT)
+            if abs(fv - value) > self.COND_RTOL * (abs(value) + 1):
+                raise Reject("ill-conditioned value")
+            return float(value), [float(g) for g in grads], scale
+
+
+# ================================================================== SymPy matrix trees
+MATRIX_PRODUCTIONS = ("matrix_symbol", "matmul", "matadd", "matsub", "transpose", "scalar_mul",
+                      "number_mul", "hadamard_product", "hadamard_power", "quadratic_form")
+
+
+@dataclass
+class MatrixTree:
+    expr: sp.Expr
+    args: tuple
+    productions: frozenset
+
+    @property
+    def source(self):
+        return self.expr
+
+    def __repr__(self):
+        return f"MatrixTree({sp.srepr(self.expr)}, args={[a.name for a in self.args]})"
+
+
+S_MAT = sp.Symbol("s", real=True)
+
+
+@st.composite
+def matrix_trees(draw, max_depth: int = 3) -> MatrixTree:
+    """``u.T M v`` for a random matrix expression ``M`` of random shape (dims 1..3).
+
+    SymPy simplifies ``A - A`` to a ZeroMatrix and writes ``A*A`` as ``MatPow``; gradc
+    rejects both (documented, tested in test_sympy_frontend.py), so such draws are filtered out."""
+    used: set[str] = set()
+    symbols: dict[tuple, list] = {}
+    count = [0]
+
+    def pick(options):
+        name = draw(st.sampled_from(options))
+        used.add(name)
+        return name
+
+    def symbol(shape):
+        pool = symbols.setdefault(shape, [])
+        if pool and draw(st.booleans()):
+            return draw(st.sampled_from(pool))
+        m = sp.MatrixSymbol(f"M{count[0]}", *shape)
+        count[0] += 1
+        pool.append(m)
+        used.add("matrix_symbol")
+        return m
+
+    dim = st.integers(1, 3)
+
+    def gen(shape, d):
+        r, c = shape
+        if d <= 0 or draw(st.integers(0, 4)) == 2:
+            return symbol(shape)
+        p = pick(MATRIX_PRODUCTIONS[1:-1])
+        k = d - 1
+        if p == "matmul":
+            inner = draw(dim)
+            return gen((r, inner), k) * gen((inner, c), k)
+        if p == "matadd":
+            return gen(shape, k) + gen(shape, k)
+        if p == "matsub":
+            return gen(shape, k) - gen(shape, k)
+        if p == "transpose":
+            return gen((c, r), k).T
+        if p == "scalar_mul":
+            return S_MAT * gen(shape, k)
+        if p == "number_mul":
+            return draw(st.sampled_from((sp.Integer(2), sp.Rational(-1, 2), sp.Float(1.5)))) * gen(shape, k)
+        if p == "hadamard_product":
+            return sp.HadamardProduct(gen(shape, k), gen(shape, k))
+        assert p == "hadamard_power"
+        return sp.HadamardPower(gen(shape, k), draw(st.sampled_from((2, 3))))
+
+    shape = (draw(dim), draw(dim))
+    body = gen(shape, max_depth)
+    used.add("quadratic_form")
+    expr = sp.MatrixSymbol("u", shape[0], 1).T * body * sp.MatrixSymbol("v", shape[1], 1)
+    assume(not expr.has(sp.ZeroMatrix, sp.Identity, sp.MatPow))
+    args = sorted(expr.free_symbols, key=lambda a: a.name)
+    return MatrixTree(expr, tuple(args), frozenset(used))
+
+
+def matrix_oracle(tree: MatrixTree):
+    """The tree written per element: a SymPy scalar in the matrix entries, and the entries per arg."""
+    explicit = tree.expr.as_explicit()[0, 0]
+    entries = []
+    for a in tree.args:
+        if isinstance(a, sp.MatrixSymbol):
+            entries += [a[i, j] for i in range(a.shape[0]) for j in range(a.shape[1])]
+        else:
+            entries.append(a)
+    return SymbolicOracle(explicit, entries)
+
+
+# ================================================================== array (spec) trees
+N = "n"          # the symbolic batch dimension of array trees
+DIMS = (1, 2, 3)
+
+UNARY = ("exp", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "abs", "softplus", "log_sigmoid")
+ARRAY_LEAVES = ("input", "number", "float64", "float32", "mixed")
+ARRAY_NODES = UNARY + (
+    "neg", "log", "sqrt", "powc", "powc_pos", "pow", "leaky_relu", "elu",
+    "add", "sub", "mul", "div", "maximum", "minimum", "where", "binary_cross_entropy",
+    "sum", "mean", "sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool", "mse",
+    "matmul", "transpose", "maxout", "pick", "softmax_cross_entropy", "svm_hinge", "slice")
+ARRAY_EXTRA = ("broadcast", "unused_input", "lt", "le", "gt", "ge", "pos_square", "pos_exp", "pos_abs", "pos_softplus")
+ARRAY_PRODUCTIONS = ARRAY_LEAVES + ARRAY_NODES + ARRAY_EXTRA
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of an array tree: its spec text, shape and an evaluator ``fn(ctx)``."""
+    text: str
+    shape: tuple
+    fn: object = field(compare=False, repr=False)
+
+
+class Backend:
+    """NumPy on float64 arrays (``mp=False``) or on object arrays of mpmath numbers.
+
+    ``margins`` collects distances to kinks (where, max/min, relu, abs, ...) and
+    ``big`` the largest intermediate magnitude, so a test can skip ill-conditioned points.
+    """
+
+    def __init__(self, mp: bool):
+        self.mp = mp
+        self.margins: list[float] = []
+        self.big = 0.0
+        if mp:
+            vec = lambda f: np.vectorize(f, otypes=[object])  # noqa: E731
+            self.exp, self.log, self.sin, self.cos, self.tan, self.tanh = map(
+                vec, (mpmath.exp, mpmath.log, mpmath.sin, mpmath.cos, mpmath.tan, mpmath.tanh))
+            self._abs = vec(abs)
+        else:
+            self.exp, self.log, self.sin, self.cos, self.tan, self.tanh = (
+                np.exp, np.log, np.sin, np.cos, np.tan, np.tanh)
+            self._abs = np.abs
+
+    def arr(self, x):
+        if self.mp:
+            return np.vectorize(lambda v: mpmath.mpf(float(v)), otypes=[object])(np.asarray(x, dtype=np.float64))
+        return np.asarray(x, dtype=np.float64)
+
+    def abs(self, x):
+        return self._abs(np.asarray(x))
+
+    def margin(self, d):
+        d = np.asarray(d)
+        if d.size:
+            self.margins.append(float(np.min(self.abs(d))))
+
+    def seen(self, x):
+        x = np.asarray(x)
+        if x.size and x.dtype != bool:
+            self.big = max(self.big, float(np.max(self.abs(x))))
+        return x
+
+    # ---- functions built from the above (independent of gradc's formulas where it matters)
+    def sigmoid(self, x):
+        return 1 / (1 + self.exp(-x))
+
+    def softplus(self, x):
+        if self.mp:
+            return self.log(1 + self.exp(x))
+        return np.logaddexp(0.0, x)
+
+    def log_sigmoid(self, x):
+        return -self.softplus(-x)
+
+    def relu(self, x):
+        self.margin(x)
+        return np.where(x > 0, x, 0 * x)
+
+    def kink_abs(self, x):
+        self.margin(x)
+        return self.abs(x)
+
+    def maximum(self, a, b, first_wins_ge=True):
+        self.margin(a - b)
+        return np.where(a >= b, a, b) if first_wins_ge else np.where(a <= b, a, b)
+
+    def top_two_gap(self, x, axis):
+        """Distance between the largest and second largest entry along ``axis`` (kink of max)."""
+        if x.shape[axis] > 1:
+            s = np.sort(np.moveaxis(np.asarray(x), axis, -1), axis=-1)
+            self.margin(s[..., -1] - s[..., -2])
+
+
+def _fmt(x) -> str:
+    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+
+
+def _sum(B, x, axis=None):
+    return np.sum(x, axis=axis) if axis is not None else np.sum(x)
+
+
+@dataclass
+class ArrayTree:
+    """A spec with one graph entry ``out = text``; ``inputs`` name -> shape, ``labels`` name -> classes,
+    ``dtypes`` float input name -> ``"float64"`` or ``"float32"``."""
+    root: Node
+    inputs: dict
+    labels: dict
+    productions: frozenset
+    dtypes: dict = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """``float32`` if any float input is float32 (it limits the accuracy), else ``float64``."""
+        return "float32" if "float32" in self.dtypes.values() else "float64"
+
+    @property
+    def text(self) -> str:
+        return self.root.text
+
+    @property
+    def wrt(self) -> list:
+        return list(self.inputs)
+
+    @property
+    def source(self) -> str:
+        lines = ["[model]", 'name = "prop"', "", "[inputs]"]
+        for n, shape in self.inputs.items():
+            dtype = "" if self.dtypes.get(n, "float64") == "float64" else f', dtype = "{self.dtypes[n]}"'
+            lines.append(f"{n} = {{ shape = {_toml_shape(shape)}{dtype} }}")
+        for n in self.labels:
+            lines.append(f'{n} = {{ shape = ["{N}"], dtype = "int64" }}')
+        lines += ["", "[graph]", f'out = "{self.text}"', "", "[output]", 'value = "out"',
+                  "wrt = [" + ", ".join(f'"{w}"' for w in self.wrt) + "]", ""]
+        return "\n".join(lines)
+
+    def arg_names(self) -> list:
+        return list(self.inputs) + list(self.labels)
+
+    def draw_args(self, rng: np.random.Generator, n: int) -> dict:
+        """Float inputs uniform in [-2, 2] in their dtype (``n`` rows), labels uniform in [0, k)."""
+        out = {}
+        for name, shape in self.inputs.items():
+            dims = tuple(n if d == N else d for d in shape)
+            x = rng.uniform(-2.0, 2.0, dims).astype(self.dtypes.get(name, "float64"))
+            out[name] = x[()] if not dims else x         # a NumPy scalar of the dtype for shape []
+        for name, k in self.labels.items():
+            out[name] = rng.integers(0, k, n).astype(np.int64)
+        return out
+
+    def evaluate(self, args: dict, B: Backend):
+        return self.root.fn((self.env(args, B), B))
+
+    def env(self, args: dict, B: Backend) -> dict:
+        return {k: (v if k in self.labels else B.arr(v)) for k, v in args.items()}
+
+    def __repr__(self):
+        return f"ArrayTree({self.text!r}, inputs={self.inputs}, labels={self.labels})"
+
+
+def _toml_shape(shape) -> str:
+    return "[" + ", ".join(f'"{d}"' if isinstance(d, str) else str(d) for d in shape) + "]"
+
+
+@st.composite
+def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
+    """A random spec expression whose value is a float scalar, built top-down from shapes.
+
+    Operands have rank <= ``max_rank`` (rank 3 only in one tree of four: Numba compiles
+    rank-3 broadcasting slowly, up to 10 s per module)."""
+    used: set[str] = set()
+    inputs: dict[str, tuple] = {}
+    labels: dict[str, int] = {}
+    dtypes: dict[str, str] = {}
+
+    def pick(options):
+        name = draw(st.sampled_from(options))
+        used.add(name)
+        return name
+
+    precision = pick(("float64", "float64", "float64", "float32", "mixed"))
+
+    def var(shape):
+        same = [n for n, s in inputs.items() if s == shape]
+        used.add("input")
+        if same and draw(st.booleans()):
+            name = draw(st.sampled_from(same))
+        else:
+            name = f"a{len(inputs)}"
+            inputs[name] = shape
+            mixed = precision == "mixed" and draw(st.booleans())
+            dtypes[name] = "float32" if precision == "float32" or mixed else "float64"
+        return Node(name, shape, lambda c, name=name: c[0][name])
+
+    def number():
+        used.add("number")
+        v = draw(st.sampled_from((0.5, 2.0, -1.5, 3.0, 0.25)))
+        return Node(_fmt(v), (), lambda c, v=v: v)
+
+    def suffix(shape):
+        """``shape`` or, for a broadcast operand, one of its trailing parts (a bias or a scalar)."""
+        j = draw(st.integers(0, len(shape)))
+        if j:
+            used.add("broadcast")
+        return shape[j:]
+
+    def pos(shape, d):
+        u = gen(shape, d)
+        kind = pick(("pos_square", "pos_exp", "pos_abs", "pos_softplus"))
+        if kind == "pos_square":
+            return Node(f"({u.text} * {u.text} + 0.5)", shape, lambda c: u.fn(c) * u.fn(c) + 0.5)
+        if kind == "pos_exp":
+            return Node(f"exp({u.text})", shape, lambda c: c[1].seen(c[1].exp(u.fn(c))))
+        if kind == "pos_abs":
+            return Node(f"(abs({u.text}) + 0.5)", shape, lambda c: c[1].abs(u.fn(c)) + 0.5)
+        return Node(f"(softplus({u.text}) + 0.1)", shape, lambda c: c[1].softplus(u.fn(c)) + 0.1)
+
+    def candidates(shape, top):
+        r = len(shape)
+        out = [] if top else list(UNARY) + ["neg", "log", "sqrt", "powc", "powc_pos", "pow", "leaky_relu",
+                                            "elu", "add", "sub", "mul", "div", "maximum", "minimum",
+                                            "where", "binary_cross_entropy"]
+        if r <= 2:
+            out.append("matmul")
+        if r <= 1 or (r == 2 and rank3):     # rank-3 operands: rarely (Numba compiles them slowly)
+            out += ["sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool"]
+        if r == 0:
+            out += ["sum", "mean", "mse"] * (3 if top else 1)
+        if r == 2:
+            out.append("transpose")
+        if r >= 1 and isinstance(shape[-1], int) and shape[-1] <= 3:
+            out.append("maxout")
+        if shape == (N,):
+            out += ["pick", "softmax_cross_entropy", "svm_hinge"] * 2
+        if any(isinstance(dim, int) for dim in shape):
+            out.append("slice")
+        return out
+
+    any_dim = st.sampled_from(DIMS + (N,))
+
+    def any_shape():
+        r = draw(st.sampled_from((1, 2, 1, 2, 3) if rank3 else (1, 2)))
+        return tuple(draw(any_dim) for _ in range(r))
+
+    def gen(shape, d, top=False):
+        if not top and (d <= 0 or draw(st.integers(0, 5)) == 3):
+            return number() if shape == () and draw(st.integers(0, 3)) == 1 else var(shape)
+        p = pick(candidates(shape, top))
+        k = d - 1
+        if p in UNARY:
+            a = gen(shape, k)
+            fn = {"relu": lambda c: c[1].relu(a.fn(c)), "abs": lambda c: c[1].kink_abs(a.fn(c))}.get(
+                p, lambda c: c[1].seen(getattr(c[1], p)(a.fn(c))))
+            return Node(f"{p}({a.text})", shape, fn)
+        if p == "neg":
+            a = gen(shape, k)
+            return Node(f"(-{a.text})", shape, lambda c: -a.fn(c))
+        if p in ("log", "sqrt"):
+            a = pos(shape, k)
+            if p == "log":
+                return Node(f"log({a.text})", shape, lambda c: c[1].log(a.fn(c)))
+            return Node(f"sqrt({a.text})", shape, lambda c: a.fn(c) ** 0.5)
+        if p == "powc":
+            a, e = gen(shape, k), draw(st.sampled_from((2, 3)))
+            return Node(f"({a.text} ** {e})", shape, lambda c: c[1].seen(a.fn(c) ** e))
+        if p == "powc_pos":
+            a, e = pos(shape, k), draw(st.sampled_from((-1, -2, 0.5, 1.5, -0.5)))
+            return Node(f"({a.text} ** {e})", shape, lambda c: c[1].seen(a.fn(c) ** e))
+        if p == "pow":
+            if draw(st.booleans()):            # the base or the exponent is broadcast
+                a, b = pos(shape, k), gen(suffix(shape), k)
+            else:
+                a, b = pos(suffix(shape), k), gen(shape, k)
+            return Node(f"({a.text} ** {b.text})", shape, lambda c: c[1].seen(a.fn(c) ** b.fn(c)))
+        if p == "leaky_relu":
+            a, slope = gen(shape, k), draw(st.sampled_from((None, 0.2, -0.5)))
+            s = 0.1 if slope is None else slope
+            text = f"leaky_relu({a.text})" if slope is None else f"leaky_relu({a.text}, {_fmt(slope)})"
+
+            def leaky(c):
+                x = a.fn(c)
+                c[1].margin(x)
+                return np.where(x > 0, x, s * x)
+            return Node(text, shape, leaky)
+        if p == "elu":
+            a, alpha = gen(shape, k), draw(st.sampled_from((None, 0.5, 2.0)))
+            al = 1.0 if alpha is None else alpha
+            text = f"elu({a.text})" if alpha is None else f"elu({a.text}, alpha={_fmt(alpha)})"
+
+            def elu(c):
+                x = a.fn(c)
+                c[1].margin(x)
+                return np.where(x >= 0, x, al * (c[1].exp(x) - 1))
+            return Node(text, shape, elu)
+        if p in ("add", "sub", "mul", "div", "maximum", "minimum", "binary_cross_entropy"):
+            a = gen(shape, k)
+            other = suffix(shape)
+            b = pos(other, k) if p == "div" else gen(other, k)
+            if p != "div" and draw(st.booleans()):
+                a, b = b, a
+            if p in ("add", "sub", "mul", "div"):
+                sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[p]
+                f = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
+                     "div": lambda x, y: x / y}[p]
+                return Node(f"({a.text} {sym} {b.text})", shape, lambda c: c[1].seen(f(a.fn(c), b.fn(c))))
+            if p in ("maximum", "minimum"):
+                return Node(f"{p}({a.text}, {b.text})", shape,
+                            lambda c: c[1].maximum(a.fn(c), b.fn(c), p == "maximum"))
+
+            def bce(c):
+                z, y = a.fn(c), b.fn(c)
+                if c[1].mp:      # the probability form, not gradc's stable one
+                    sig = c[1].sigmoid(z)
+                    return -(y * c[1].log(sig) + (1 - y) * c[1].log(1 - sig))
+                return np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+            return Node(f"binary_cross_entropy({a.text}, {b.text})", shape, bce)
+        if p == "where":
+            cmp = pick(("lt", "le", "gt", "ge"))
+            l, r = gen(suffix(shape), k), gen(suffix(shape), k)
+            a, b = gen(shape, k), gen(suffix(shape), k)
+            if draw(st.booleans()):
+                a, b = b, a
+            sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[cmp]
+            op = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal}[cmp]
+
+            def where(c):
+                x, y = l.fn(c), r.fn(c)
+                c[1].margin(x - y)
+                return np.where(op(x, y), a.fn(c), b.fn(c)) + 0 * (x - y)   # broadcast like gradc
+            return Node(f"where({l.text} {sym} {r.text}, {a.text}, {b.text})", shape, where)
+        if p in ("sum", "mean"):
+            child = gen(any_shape(), k)
+            f = np.sum if p == "sum" else np.mean
+            return Node(f"{p}({child.text})", shape, lambda c: f(child.fn(c)))
+        if p == "mse":
+            a = gen(any_shape(), k)
+            b = gen(suffix(a.shape), k)
+            if draw(st.booleans()):
+                a, b = b, a
+
+            def mse(c):
+                d = a.fn(c) - b.fn(c)
+                return np.sum(d * d) / d.size
+            return Node(f"mse({a.text}, {b.text})", shape, mse)
+        if p in ("sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool"):
+            axis = draw(st.integers(0, len(shape)))
+            child_shape = shape[:axis] + (draw(any_dim),) + shape[axis:]
+            spell = axis - len(child_shape) if draw(st.booleans()) else axis    # also negative axes
+            if p == "lp_pool":
+                child = pos(child_shape, k)
+            else:
+                child = gen(child_shape, k)
+            if p in ("sum_axis", "mean_axis"):
+                name = p[:-5]
+                f = np.sum if name == "sum" else np.mean
+                return Node(f"{name}({child.text}, axis={spell})", shape, lambda c: f(child.fn(c), axis=axis))
+            if p == "max_pool":
+                def max_pool(c):
+                    x = child.fn(c)
+                    c[1].top_two_gap(x, axis)
+                    return np.max(x, axis=axis)
+                return Node(f"max_pool({child.text}, axis={spell})", shape, max_pool)
+            if p == "lp_pool":
+                pp = draw(st.sampled_from((1.0, 2.0, 3.0, 0.5, 1.5)))
+                return Node(f"lp_pool({child.text}, {_fmt(pp)}, axis={spell})", shape,
+                            lambda c: np.sum(child.fn(c) ** pp, axis=axis) ** (1 / pp))
+            beta = draw(st.sampled_from((1.0, -1.0, 2.0, 0.5)))
+
+            def logavg(c):
+                x = child.fn(c)
+                return c[1].log(np.mean(c[1].exp(beta * x), axis=axis)) / beta
+            return Node(f"logavg_pool({child.text}, {_fmt(beta)}, axis={spell})", shape, logavg)
+        if p == "matmul":
+            inner = draw(any_dim)
+            if len(shape) == 2:
+                a, b = gen((shape[0], inner), k), gen((inner, shape[1]), k)
+            elif len(shape) == 1 and draw(st.booleans()):
+                a, b = gen((shape[0], inner), k), gen((inner,), k)
+            elif len(shape) == 1:
+                a, b = gen((inner,), k), gen((inner, shape[0]), k)
+            else:
+                a, b = gen((inner,), k), gen((inner,), k)
+            return Node(f"({a.text} @ {b.text})", shape, lambda c: c[1].seen(np.matmul(a.fn(c), b.fn(c))))
+        if p == "transpose":
+            a = gen((shape[1], shape[0]), k)
+            return Node(f"transpose({a.text})", shape, lambda c: a.fn(c).T)
+        if p == "maxout":
+            kk = draw(st.integers(1, 3))
+            m = shape[-1]
+            z = gen(shape[:-1] + (kk * m,), k)
+
+            def maxout(c):
+                x = z.fn(c)
+                pieces = x.reshape(x.shape[:-1] + (kk, m))
+                c[1].top_two_gap(pieces, -2)
+                return np.max(pieces, axis=-2)
+            return Node(f"maxout({z.text}, {kk})", shape, maxout)
+        if p == "slice":          # x[1:3], X[:, :-1]: a concrete axis of the operand, cut to `shape`
+            axis = draw(st.sampled_from([i for i, dim in enumerate(shape) if isinstance(dim, int)]))
+            full = shape[axis] + draw(st.integers(0, 2))
+            start = draw(st.integers(0, full - shape[axis]))
+            stop = start + shape[axis]
+            a = gen(shape[:axis] + (full,) + shape[axis + 1:], k)
+            lo = "" if start == 0 and draw(st.booleans()) else str(start - full if draw(st.booleans()) else start)
+            hi = "" if stop == full and draw(st.booleans()) else str(stop - full if stop < full and draw(st.booleans())
+                                                                     else stop)
+            index = [":"] * axis + [f"{lo}:{hi}"] + [":"] * draw(st.integers(0, len(shape) - axis - 1))
+            cut = (slice(None),) * axis + (slice(start, stop),)
+            return Node(f"{a.text}[{', '.join(index)}]", shape, lambda c: a.fn(c)[cut])
+        assert p in ("pick", "softmax_cross_entropy", "svm_hinge"), p
+        classes = draw(st.integers(1, 3))
+        s = gen((N, classes), k)
+        y = f"y{classes}"
+        labels[y] = classes
+
+        def label_op(c):
+            sc, lab = s.fn(c), c[0][y]
+            rows = np.arange(sc.shape[0])
+            picked = sc[rows, lab]
+            if p == "pick":
+                return picked
+            if p == "softmax_cross_entropy":
+                return c[1].log(np.sum(c[1].exp(sc), axis=1)) - picked
+            margins = sc - picked[:, None] + 1
+            others = np.ones(sc.shape, dtype=bool)
+            others[rows, lab] = False
+            c[1].margin(margins[others])
+            return np.sum(np.where(others & (margins > 0), margins, 0 * margins), axis=1)
+        return Node(f"{p}({s.text}, {y})", shape, label_op)
+
+    rank3 = max_rank >= 3 and draw(st.integers(0, 3)) == 3
+    root = gen((), max_depth, top=True)
+    if draw(st.integers(0, 5)) == 2:          # an input the value does not depend on: zero gradient
+        used.add("unused_input")
+        name = f"a{len(inputs)}"
+        inputs[name] = any_shape()
+        dtypes[name] = "float32" if precision == "float32" else "float64"
+    return ArrayTree(root, inputs, labels, frozenset(used), dtypes)

@@ -1,0 +1,429 @@
+"""Gradients of random expression trees, proven against independent oracles, for every op.
+
+Strategies (``tests/strategies.py``) draw random trees over the whole op table;
+the properties:
+
+* scalar SymPy trees: value and gradient == ``sympy.diff`` of the same tree,
+  evaluated in mpmath at 50 digits (relative 1e-9, at well-conditioned points);
+* SymPy matrix trees: == the same math written per element (``as_explicit``)
+  and differentiated by ``sympy.diff`` w.r.t. each matrix entry;
+* spec (array) trees, at batch size 1 and 2..3: value == an independent NumPy
+  implementation run on mpmath numbers, gradient == its central differences at
+  50 digits (effectively exact; relative 1e-9), and == central finite
+  differences of gradc's own ``forward`` in float64 (step chosen per dtype);
+* everywhere: ``forward`` == the value of ``value_and_grad``; compiling the same
+  tree twice (also in another process, other hash seed) gives identical files;
+* every op of ``gradc.ops.OPS`` occurs in the IR of some tree the strategies
+  draw: a new op fails :func:`test_every_op_is_reachable_by_the_strategies`
+  until a strategy produces it.
+
+Numba compiles each distinct module once (0.1-1 s), so every compiled tree is
+checked at several points. Example counts come from the Hypothesis profile
+(``tests/conftest.py``): ``ci`` by default, ``HYPOTHESIS_PROFILE=thorough`` for
+hundreds of examples per property.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import HealthCheck, Phase, assume, event, find, given, note, settings
+from hypothesis.errors import NoSuchExample
+from hypothesis import strategies as st
+
+from gradc.ops import OPS
+from gradc.pipeline import build
+
+from conftest import compiled
+from strategies import (ARRAY_PRODUCTIONS, MATRIX_PRODUCTIONS, MP_DPS, SCALAR_PRODUCTIONS, XS, Backend,
+                        Reject, SymbolicOracle, array_trees, matrix_oracle, matrix_trees, scalar_trees)
+
+#: Examples per property in the loaded profile (ci: 20). Properties whose modules compile fast
+#: (scalar SymPy trees) or that compile nothing run more, the array property (the slowest Numba
+#: compiles: 1-4 s per module) fewer.
+EXAMPLES = settings().max_examples
+CHEAP = settings(max_examples=3 * EXAMPLES)
+SLOW = settings(max_examples=max(1, 3 * EXAMPLES // 4))
+
+#: Tolerances against an exact oracle at a well-conditioned point, per precision: relative,
+#: plus ``atol`` times the largest gradient entry (for entries that cancel to ~0).
+TOL = {"float64": {"rtol": 1e-9, "atol": 1e-11}, "float32": {"rtol": 2e-4, "atol": 2e-5}}
+
+#: Central-difference step (relative to max(1, |x|)) per dtype: about eps^(1/3).
+FD_STEP = {np.dtype(np.float64): 1e-5, np.dtype(np.float32): 5e-3}
+#: Accepted FD error (relative to max(1, |fd|), plus 4x the Richardson estimate) per dtype.
+FD_TOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-2}
+
+#: Deeper trees, and rank-3 arrays (slow to compile), in the thorough profile only.
+THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
+DEPTH = 4 if THOROUGH else 3
+MAX_RANK = 3 if THOROUGH else 2
+
+
+def compile_kwargs(tree) -> dict:
+    return {"args": list(tree.args)} if hasattr(tree, "args") else {}
+
+
+def assert_close(got, want, scale, what, precision="float64"):
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    rtol, atol = TOL[precision]["rtol"], TOL[precision]["atol"] * scale
+    err = np.abs(got - want)
+    bad = err > rtol * np.abs(want) + atol
+    assert not np.any(bad), (f"{what}: got {got}, want {want}; worst error {np.max(err):.3e} "
+                             f"(rtol {rtol}, atol {atol:.1e})")
+
+
+def assert_forward_matches(c, args, value, what):
+    fwd = c.forward(*args)
+    np.testing.assert_allclose(fwd, value, rtol=1e-15, atol=0, err_msg=f"{what}: forward != value_and_grad's value")
+
+
+# ================================================================== scalar SymPy trees
+COORD = st.floats(-3.0, 3.0, allow_nan=False, allow_infinity=False)
+POINTS = st.lists(st.tuples(COORD, COORD, COORD), min_size=6, max_size=6)
+
+
+@CHEAP
+@given(tree=scalar_trees(max_depth=DEPTH), points=POINTS)
+def test_scalar_tree_gradient_matches_sympy_diff(tree, points):
+    oracle = SymbolicOracle(tree.expr, list(XS))
+    wanted = []
+    for pt in points:
+        try:
+            wanted.append((pt, oracle.at(dict(zip(XS, pt)))))
+        except Reject as why:
+            event(f"scalar point rejected: {why}")
+    assume(wanted)                                   # compile only trees with a well-conditioned point
+    c = compiled(tree.expr, args=list(XS))
+    for pt, (want, want_grads, scale) in wanted:
+        note(f"point {pt}")
+        value, grads = c.value_and_grad(*pt)
+        assert_close(value, want, 1.0, f"value of {tree.expr} at {pt}")
+        assert_close(grads, want_grads, scale, f"gradient of {tree.expr} at {pt}")
+        assert_forward_matches(c, pt, value, str(tree.expr))
+
+
+# ================================================================== SymPy matrix trees
+@given(tree=matrix_trees(max_depth=DEPTH - 1), seed=st.integers(0, 2 ** 32 - 1))
+def test_matrix_tree_gradient_matches_elementwise_sympy(tree, seed):
+    oracle = matrix_oracle(tree)
+    rng = np.random.default_rng(seed)
+    wanted = []
+    for _ in range(3):
+        args = [rng.uniform(-2, 2, a.shape) if isinstance(a, sp.MatrixSymbol) else float(rng.uniform(-2, 2))
+                for a in tree.args]
+        env = {}
+        for a, v in zip(tree.args, args):
+            if isinstance(a, sp.MatrixSymbol):
+                env.update({a[i, j]: float(v[i, j]) for i in range(a.shape[0]) for j in range(a.shape[1])})
+            else:
+                env[a] = v
+        try:
+            wanted.append((args, oracle.at(env)))
+        except Reject as why:
+            event(f"matrix point rejected: {why}")
+    assume(wanted)
+    c = compiled(tree.expr, args=list(tree.args))
+    for args, (want, want_grads, scale) in wanted:
+        value, grads = c.value_and_grad(*args)
+        assert_close(value, want, 1.0, f"value of {tree.expr}")
+        k = 0
+        for a, g in zip(tree.args, grads):
+            size = int(np.prod(a.shape)) if isinstance(a, sp.MatrixSymbol) else 1
+            want_g = np.reshape(want_grads[k:k + size], a.shape if isinstance(a, sp.MatrixSymbol) else ())
+            k += size
+            assert_close(g, want_g, scale, f"d/d{a.name} of {tree.expr}")
+        assert_forward_matches(c, args, value, str(tree.expr))
+
+
+# ================================================================== spec (array) trees
+MP_STEP = mpmath.mpf(10) ** -20      # central differences at 50 digits: error ~1e-30 relative
+BIG = {"float64": 1e4, "float32": 1e3}   # skip points with larger intermediates (cancellation)
+GAP = 1e-4                           # ... or closer than this to a kink (float64 FD would cross it)
+
+
+def exact_gradients(tree, args):
+    """Value and gradients of the mpmath NumPy reference; central differences at 50 digits.
+
+    Raises :class:`Reject` at ill-conditioned points (huge intermediates, near a kink)."""
+    B = Backend(mp=True)
+    env = tree.env(args, B)
+    value = tree.root.fn((env, B))
+    if B.big > BIG[tree.precision]:
+        raise Reject("huge intermediate")
+    if B.margins and min(B.margins) < GAP:
+        raise Reject("near a kink")
+    grads = {}
+    for name in tree.inputs:
+        x = env[name]
+        g = np.empty(x.shape, dtype=object)
+        for idx in np.ndindex(x.shape):
+            vals = []
+            for step in (MP_STEP, -MP_STEP):
+                xp = x.copy()
+                xp[idx] = xp[idx] + step
+                vals.append(tree.root.fn(({**env, name: xp}, Backend(mp=True))))
+            g[idx] = (vals[0] - vals[1]) / (2 * MP_STEP)
+        grads[name] = g.astype(np.float64)
+    return float(value), grads
+
+
+def fd_of_forward(c, call_args, i):
+    """Central differences of gradc's ``forward`` w.r.t. argument ``i``, in the argument's dtype.
+
+    Returns ``(fd, err)`` per entry: the difference quotient at step h/2 and its
+    disagreement with step h (a Richardson estimate of the error; large where a kink
+    lies within the step). Steps are the ones actually representable in the dtype."""
+    x = np.asarray(call_args[i])
+    fd, err = np.zeros(x.shape), np.zeros(x.shape)
+    for idx in np.ndindex(x.shape):
+        h0 = FD_STEP[x.dtype] * max(1.0, abs(float(x[idx])))
+        quot = []
+        for h in (h0, h0 / 2):
+            vals, points = [], []
+            for step in (h, -h):
+                xp = x.copy()
+                xp[idx] = xp[idx] + x.dtype.type(step)
+                points.append(float(xp[idx]))
+                args = list(call_args)
+                args[i] = xp if x.shape else xp[()]
+                vals.append(float(c.forward(*args)))
+            quot.append((vals[0] - vals[1]) / (points[0] - points[1]))
+        fd[idx], err[idx] = quot[1], abs(quot[0] - quot[1])
+    return fd, err
+
+
+def check_array_point(c, tree, n, args, want, want_grads):
+    precision = tree.precision
+    call_args = [args[a] for a in c.arg_names]
+    value, grads = c.value_and_grad(*call_args)
+    scale = max([1.0] + [float(np.max(np.abs(g))) for g in want_grads.values() if g.size])
+    assert_close(value, want, max(1.0, abs(want)), f"value at batch {n}", precision)
+    assert_forward_matches(c, call_args, value, tree.text)
+    with np.errstate(all="ignore"):         # the float64 NumPy reference: checks the mpmath one
+        np.testing.assert_allclose(tree.evaluate(args, Backend(mp=False)), want, rtol=1e-9, atol=1e-11,
+                                   err_msg="the float64 NumPy reference disagrees with the mpmath one")
+    assert len(grads) == len(tree.wrt)
+    for w, g in zip(c.wrt, grads):
+        arg = np.asarray(args[w])
+        assert np.shape(g) == arg.shape, f"d/d{w}: shape {np.shape(g)}, argument {arg.shape}"
+        pure = precision == "float64" or set(tree.dtypes.values()) == {"float32"}
+        if pure and arg.shape:                  # (Numba returns scalars as Python floats)
+            assert np.asarray(g).dtype == arg.dtype, f"d/d{w} is {np.asarray(g).dtype}, argument {arg.dtype}"
+        assert_close(g, want_grads[w], scale, f"d/d{w} at batch {n}", precision)
+        fd, err = fd_of_forward(c, call_args, c.arg_names.index(w))
+        smooth = err <= 1e-4 * np.maximum(1.0, np.abs(fd)) if arg.dtype == np.float64 else err <= 1e-1
+        event(f"FD entries skipped (kink within the step): {int(np.sum(~smooth))}")
+        tol = FD_TOL[arg.dtype] * np.maximum(1.0, np.abs(fd)) + 4 * err
+        bad = smooth & (np.abs(np.asarray(g, dtype=np.float64) - fd) > tol)
+        assert not np.any(bad), f"d/d{w} at batch {n}: gradient {g} vs finite differences {fd}"
+
+
+@SLOW
+@given(tree=array_trees(max_depth=DEPTH, max_rank=MAX_RANK), seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(2, 3))
+def test_array_tree_gradient_matches_exact_reference_and_finite_differences(tree, seed, batch):
+    note(tree.source)
+    rng = np.random.default_rng(seed)
+    wanted = []
+    for n in (1, batch):
+        for _attempt in range(3):
+            args = tree.draw_args(rng, n)
+            try:
+                with mpmath.workdps(MP_DPS):
+                    wanted.append((n, args, *exact_gradients(tree, args)))
+                break
+            except Reject as why:
+                event(f"array point rejected: {why}")
+    assume(wanted)
+    c = compiled(tree.source)
+    assert c.arg_names == tuple(tree.arg_names())
+    for n, args, want, want_grads in wanted:
+        note(f"batch {n}: {args}")
+        check_array_point(c, tree, n, args, want, want_grads)
+
+
+# ================================================================== determinism
+ALL_TREES = st.one_of(scalar_trees(), matrix_trees(), array_trees())
+
+
+@CHEAP
+@given(tree=ALL_TREES)
+def test_compiling_the_same_tree_twice_gives_identical_files(tree):
+    first = build(tree.source, **compile_kwargs(tree))
+    second = build(tree.source, **compile_kwargs(tree))
+    assert first.code == second.code
+    assert first.key == second.key
+    if isinstance(tree.source, sp.Basic):         # a structurally equal, freshly built expression
+        again = from_srepr(sp.srepr(tree.source))
+        if again == tree.source:                  # (srepr does not round-trip every matrix expression)
+            assert build(again, **compile_kwargs(tree)).code == first.code
+
+
+_SREPR_NAMES = """{**vars(sp), "Str": sp.core.symbol.Str,
+                   "ExprCondPair": sp.functions.elementary.piecewise.ExprCondPair}"""
+
+
+def from_srepr(text: str):
+    """The SymPy expression ``srepr`` printed (``eval`` of text this test wrote itself)."""
+    return eval(text, eval(_SREPR_NAMES))  # noqa: S307
+
+
+def draw_examples(strategy, n: int) -> list:
+    """``n`` examples of ``strategy``, the same on every run (no shrinking, no database)."""
+    out = []
+
+    @settings(max_examples=n, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(tree):
+        out.append(tree)
+
+    collect()
+    return out
+
+
+_REBUILD = r"""
+import hashlib, json, sys
+import sympy as sp
+from gradc.pipeline import build
+out = []
+for item in json.load(sys.stdin):
+    if item["kind"] == "spec":
+        art = build(item["source"])
+    else:
+        names = eval(NAMES)
+        art = build(eval(item["source"], names), args=[eval(a, names) for a in item["args"]])
+    out.append(hashlib.sha256(art.code.encode()).hexdigest())
+print(json.dumps(out))
+"""
+
+
+def test_generated_files_do_not_depend_on_the_process_or_its_hash_seed():
+    trees = (draw_examples(scalar_trees(), 6) + draw_examples(matrix_trees(), 4)
+             + draw_examples(array_trees(), 8))
+    items, here = [], []
+    for t in trees:
+        kw = compile_kwargs(t)
+        here.append(hashlib.sha256(build(t.source, **kw).code.encode()).hexdigest())
+        if isinstance(t.source, sp.Basic):
+            items.append({"kind": "sympy", "source": sp.srepr(t.source), "args": [sp.srepr(a) for a in kw["args"]]})
+        else:
+            items.append({"kind": "spec", "source": t.source})
+    env = {**os.environ, "PYTHONHASHSEED": "4242"}
+    proc = subprocess.run([sys.executable, "-c", f"NAMES = {_SREPR_NAMES!r}\n" + _REBUILD], input=json.dumps(items), capture_output=True,
+                          text=True, env=env, cwd=Path(__file__).parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    there = json.loads(proc.stdout)
+    differ = [i for i, (a, b) in enumerate(zip(here, there)) if a != b]
+    assert not differ, f"generated code differs across processes for {[trees[i] for i in differ]}"
+
+
+# ================================================================== op coverage
+FAMILIES = {"scalar": (scalar_trees(), SCALAR_PRODUCTIONS),
+            "matrix": (matrix_trees(), MATRIX_PRODUCTIONS),
+            "array": (array_trees(), ARRAY_PRODUCTIONS)}
+
+
+FIND = settings(max_examples=3000, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
+                suppress_health_check=list(HealthCheck))
+
+
+def ir_ops(art) -> set:
+    """Ops of the generated functions: the optimized forward IR and forward + adjoint IR."""
+    return {s.op for s in art.primal.stmts} | {s.op for s in art.full.stmts}
+
+
+def test_every_op_is_reachable_by_the_strategies():
+    """Each production of each strategy is drawn (in a fixed sample); compiling one tree per
+    production (pipeline only, no Numba) must produce every op of the table, adjoint helpers
+    (``*_vjp``, ``sum_to``, ``expand``, ``size``, ``outer``, ``alias``, ``const``, ...) included."""
+    reached: dict[str, str] = {}
+    built: dict[tuple, set] = {}
+    never_drawn = []
+    for family, (strategy, productions) in FAMILIES.items():
+        sample = draw_examples(strategy, 300)
+        for prod in productions:
+            having = [t for t in sample if prod in t.productions]
+            if not having:                        # rare in the sample: search for one
+                try:
+                    having = [find(strategy, lambda t, prod=prod: prod in t.productions, settings=FIND)]
+                except NoSuchExample:
+                    never_drawn.append(f"{family}:{prod}")
+                    continue
+            # a few of the smallest and of the largest trees (SymPy may simplify a production away)
+            having = sorted({str(t.source): t for t in having}.values(), key=lambda t: len(str(t.source)))
+            for t in having[:3] + having[3:][-2:]:
+                key = (family, str(t.source))
+                if key not in built:
+                    built[key] = ir_ops(build(t.source, **compile_kwargs(t)))
+                for op in built[key]:
+                    reached.setdefault(op, f"{family}:{prod}")
+    assert not never_drawn, f"productions never drawn: {never_drawn}"
+    missing = sorted(set(OPS) - set(reached))
+    assert not missing, (f"ops no strategy reaches: {missing}; add them to tests/strategies.py "
+                         f"(reached: {sorted(reached)})")
+
+
+# ================================================================== regressions found by the properties
+def _fd(f, args, i, h=1e-6):
+    x = np.array(args[i], dtype=np.float64)
+    g = np.zeros(x.shape)
+    for idx in np.ndindex(x.shape):
+        vals = []
+        for step in (h, -h):
+            xp = x.copy()
+            xp[idx] += step
+            vals.append(f(*[xp if j == i else a for j, a in enumerate(args)]))
+        g[idx] = (vals[0] - vals[1]) / (2 * h)
+    return g
+
+
+def test_regression_matmul_of_float32_and_float64_operands():
+    """Found by the array property (`relu(abs(a0)) @ log(exp(a1))`, a0 float64, a1 float32): Numba's
+    np.dot and @ reject operands of two dtypes, so the module did not compile. All four product
+    forms, and their adjoints (outer products, transposed products), mixed."""
+    src = "\n".join(["[inputs]", 'v = { shape = [3] }', 'w = { shape = [3], dtype = "float32" }',
+                     'A = { shape = ["n", 3], dtype = "float32" }', 'B = { shape = [3, 2] }', "[graph]",
+                     'out = "v @ w + sum(A @ v) + sum(w @ B) + sum(transpose(A) @ (A @ B))"',
+                     "[output]", 'value = "out"', 'wrt = ["v", "w", "A", "B"]', ""])
+    c = compiled(src)
+
+    def ref(v, w, A, B):
+        return v @ w + np.sum(A @ v) + np.sum(w @ B) + np.sum(A.T @ (A @ B))
+
+    rng = np.random.default_rng(5)
+    for n in (1, 3):
+        args = [rng.standard_normal(3), rng.standard_normal(3).astype(np.float32),
+                rng.standard_normal((n, 3)).astype(np.float32), rng.standard_normal((3, 2))]
+        exact = [a.astype(np.float64) for a in args]
+        value, grads = c.value_and_grad(*args)
+        assert value == pytest.approx(ref(*exact), rel=1e-6)
+        assert c.forward(*args) == value
+        for i, g in enumerate(grads):
+            assert g.shape == args[i].shape
+            np.testing.assert_allclose(g, _fd(ref, exact, i), rtol=1e-5, atol=1e-5)
+
+
+def test_regression_condition_on_a_piecewise_is_lowered():
+    """Found by the scalar property: SymPy writes a comparison of a Piecewise inside a Piecewise
+    condition as ``ITE(c, a, b)`` (here ``ITE(x1 > 0, x0 < 1, x2 < 1)``), which the SymPy frontend
+    rejected as unsupported although the user wrote only Piecewise and ``<``."""
+    x0, x1, x2 = XS
+    expr = sp.Piecewise((x0 * x1, sp.Piecewise((x0, x1 > 0), (x2, True)) < 1), (sp.sin(x2), True))
+    assert expr.has(sp.ITE)
+    c = compiled(expr, args=list(XS))
+    oracle = SymbolicOracle(expr, list(XS))
+    for pt in [(0.5, 1.5, 3.0), (2.0, 1.5, 3.0), (2.0, -1.5, 0.5), (2.0, -1.5, 3.0)]:   # all four branches
+        want, want_grads, scale = oracle.at(dict(zip(XS, pt)))
+        value, grads = c.value_and_grad(*pt)
+        assert_close(value, want, 1.0, f"value at {pt}")
+        assert_close(grads, want_grads, scale, f"gradient at {pt}")
