@@ -17,12 +17,13 @@ without gradc:
   compatible shapes (dimensions 1..3), reduced to a 1x1 result ``u.T M v``.
   Oracle: the same math written per element (``as_explicit()``), differentiated
   by ``sympy.diff`` with respect to each matrix entry.
-* :func:`array_trees`: spec text (expression language) over float64 arrays of
-  rank 0..3 with a symbolic batch dimension ``n``: every spec function,
-  broadcasting of scalars and bias (trailing-shape) operands, reductions with
-  and without ``axis`` (also negative), matmul in all four vector/matrix forms
-  with random compatible shapes, transpose, maxout, pooling, losses and the
-  int64-label ops. Oracle: :meth:`ArrayTree.evaluate`, an independent NumPy
+* :func:`array_trees`: spec text (expression language) over float64, float32
+  or mixed-precision arrays of rank 0..3 with a symbolic batch dimension ``n``:
+  every spec function, broadcasting of scalars and bias (trailing-shape)
+  operands, reductions with and without ``axis`` (also negative), matmul in all
+  four vector/matrix forms with random compatible shapes, transpose, slicing,
+  maxout, pooling, losses, the int64-label ops and inputs the value does not
+  depend on. Oracle: :meth:`ArrayTree.evaluate`, an independent NumPy
   implementation of the same tree that runs on float64 arrays or on object
   arrays of mpmath numbers (then central differences at 50 digits are, for
   all purposes, exact derivatives).

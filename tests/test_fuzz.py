@@ -35,7 +35,7 @@ from gradc.frontends.spec import MAX_SPEC_CHARS
 from gradc.pipeline import build
 from gradc.runtime.loader import content_status
 
-LIMIT_S = 5.0
+LIMIT_S = 10.0
 FUZZ = settings(max_examples=10 * settings().max_examples, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 

@@ -17,7 +17,7 @@ the properties:
   draw: a new op fails :func:`test_every_op_is_reachable_by_the_strategies`
   until a strategy produces it.
 
-Numba compiles each distinct module once (0.1-1 s), so every compiled tree is
+Numba compiles each distinct module once (0.1-4 s), so every compiled tree is
 checked at several points. Example counts come from the Hypothesis profile
 (``tests/conftest.py``): ``ci`` by default, ``HYPOTHESIS_PROFILE=thorough`` for
 hundreds of examples per property.
@@ -47,8 +47,8 @@ from strategies import (ARRAY_PRODUCTIONS, MATRIX_PRODUCTIONS, MP_DPS, SCALAR_PR
                         Reject, SymbolicOracle, array_trees, matrix_oracle, matrix_trees, scalar_trees)
 
 #: Examples per property in the loaded profile (ci: 20). Properties whose modules compile fast
-#: (scalar SymPy trees) or that compile nothing run more, the array property (the slowest Numba
-#: compiles: 1-4 s per module) fewer.
+#: (scalar SymPy trees) or that compile nothing run more; the array and matrix properties (the
+#: slowest Numba compiles: 1-4 s per module) fewer.
 EXAMPLES = settings().max_examples
 CHEAP = settings(max_examples=3 * EXAMPLES)
 SLOW = settings(max_examples=max(1, 3 * EXAMPLES // 4))
@@ -113,6 +113,7 @@ def test_scalar_tree_gradient_matches_sympy_diff(tree, points):
 
 
 # ================================================================== SymPy matrix trees
+@SLOW
 @given(tree=matrix_trees(max_depth=DEPTH - 1), seed=st.integers(0, 2 ** 32 - 1))
 def test_matrix_tree_gradient_matches_elementwise_sympy(tree, seed):
     oracle = matrix_oracle(tree)
@@ -350,7 +351,7 @@ def test_every_op_is_reachable_by_the_strategies():
     built: dict[tuple, set] = {}
     never_drawn = []
     for family, (strategy, productions) in FAMILIES.items():
-        sample = draw_examples(strategy, 300)
+        sample = draw_examples(strategy, 200)
         for prod in productions:
             having = [t for t in sample if prod in t.productions]
             if not having:                        # rare in the sample: search for one
@@ -413,12 +414,17 @@ def test_regression_matmul_of_float32_and_float64_operands():
             np.testing.assert_allclose(g, _fd(ref, exact, i), rtol=1e-5, atol=1e-5)
 
 
-def test_regression_condition_on_a_piecewise_is_lowered():
+@pytest.mark.parametrize("case", ["piecewise_in_condition", "literal_false", "literal_true"])
+def test_regression_condition_on_a_piecewise_is_lowered(case):
     """Found by the scalar property: SymPy writes a comparison of a Piecewise inside a Piecewise
-    condition as ``ITE(c, a, b)`` (here ``ITE(x1 > 0, x0 < 1, x2 < 1)``), which the SymPy frontend
-    rejected as unsupported although the user wrote only Piecewise and ``<``."""
+    condition as ``ITE(c, a, b)`` (``ITE(x1 > 0, x0 < 1, x2 < 1)``), which the SymPy frontend
+    rejected as unsupported although the user wrote only Piecewise and ``<``; then (thorough
+    profile) an ITE with a literal ``False`` branch, ``ITE(x2 <= E, x1 < -E, False)``."""
     x0, x1, x2 = XS
-    expr = sp.Piecewise((x0 * x1, sp.Piecewise((x0, x1 > 0), (x2, True)) < 1), (sp.sin(x2), True))
+    cond = {"piecewise_in_condition": sp.Piecewise((x0, x1 > 0), (x2, True)) < 1,
+            "literal_false": sp.ITE(x1 > 0, x0 < 1, False),
+            "literal_true": sp.ITE(x1 > 0, True, x2 < 1)}[case]
+    expr = sp.Piecewise((x0 * x1, cond), (sp.sin(x2), True))
     assert expr.has(sp.ITE)
     c = compiled(expr, args=list(XS))
     oracle = SymbolicOracle(expr, list(XS))

@@ -20,6 +20,7 @@ import ast
 import difflib
 import math
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -175,7 +176,9 @@ class ExprLowerer:
                 raise SpecError(f"character {_char_name(ch)} is not allowed in an expression", place(i),
                                 "expressions are ASCII: names, numbers, operators and parentheses")
         try:
-            tree = ast.parse(text.strip(), mode="eval")
+            with warnings.catch_warnings():           # "invalid decimal literal" and the like: errors below
+                warnings.simplefilter("ignore", SyntaxWarning)
+                tree = ast.parse(text.strip(), mode="eval")
         except SyntaxError as e:
             raise SpecError(f"syntax error in expression {text.strip()!r}: {e.msg}",
                             place((e.offset or 1) - 1)) from None

@@ -102,6 +102,8 @@ class _Lowerer:
                 kids = [node.base, e]
         elif isinstance(node, sp.Piecewise):
             kids = [x for pair in node.args for x in pair if x is not sp.true]
+        elif isinstance(node, sp.ITE):       # SymPy's form of a condition on a Piecewise p: p < 1 with
+            kids = [node.to_nnf()]           # p = Piecewise((x, c), (y, True)) is ITE(c, x < 1, y < 1)
         elif isinstance(node, (sp.Basic)) and not node.args:
             kids = []
         else:
@@ -160,10 +162,8 @@ class _Lowerer:
             return _chain(b, "logical_and" if isinstance(node, sp.And) else "logical_or", vals)
         if isinstance(node, sp.Not):
             return b.emit("logical_not", vals[0])
-        if isinstance(node, sp.ITE):         # SymPy's form of a condition on a Piecewise: p < 1 with
-            c, yes, no = vals                # p = Piecewise((x, x1 > 0), (y, True)) is ITE(x1 > 0, x < 1, y < 1)
-            return b.emit("logical_or", b.emit("logical_and", c, yes),
-                          b.emit("logical_and", b.emit("logical_not", c), no))
+        if isinstance(node, sp.ITE):         # lowered as its And/Or/Not form (see children)
+            return vals[0]
         if isinstance(node, sp.Piecewise):
             it = iter(vals)
             pieces = []
