@@ -41,6 +41,11 @@ class ArgumentChecker:
         self.names = tuple(arg_names)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.spec = tuple((n, tuple(shapes[n]), np.dtype(dtypes[n])) for n in self.names)
+        # per array argument: (position, name, dtype, rank, ((axis, size), ...), ((axis, dim), ...))
+        self._arrays = tuple((i, n, dt, len(sh), tuple((k, d) for k, d in enumerate(sh) if isinstance(d, int)),
+                              tuple((k, d) for k, d in enumerate(sh) if not isinstance(d, int)))
+                             for i, (n, sh, dt) in enumerate(self.spec) if sh)
+        self._scalars = tuple((i, n, dt) for i, (n, sh, dt) in enumerate(self.spec) if not sh)
 
     def _fail(self, fname, message, name=None, hint=None):
         where = f"{fname}: argument '{name}'" if name else f"{fname}({', '.join(self.names)})"
@@ -52,34 +57,36 @@ class ArgumentChecker:
         if len(args) != len(self.spec):
             self._fail(fname, f"takes {len(self.spec)} argument{'s' if len(self.spec) != 1 else ''}, "
                               f"got {len(args)}", hint="pass them in the order of .arg_names")
-        dims: dict = {}
-        out = None
-        for i, (name, shape, dtype) in enumerate(self.spec):
+        dims = {}
+        for i, name, dtype, rank, fixed, symbolic in self._arrays:
             a = args[i]
-            if shape:
-                if not isinstance(a, np.ndarray):
-                    self._fail(fname, f"expected {_a(dtype)} array of shape {_shape_text(shape)}, got {_got(a)}",
-                               name, "pass a NumPy array")
-                if a.dtype != dtype:
-                    self._fail(fname, f"expected {_a(dtype)} array, got {_got(a)}", name,
-                               f"convert it with .astype(np.{dtype})")
-                if a.ndim != len(shape):
-                    self._fail(fname, f"expected shape {_shape_text(shape)}, got {tuple(a.shape)}", name)
-                for d, n in zip(shape, a.shape):
-                    if d.__class__ is int:
-                        if n != d:
-                            self._fail(fname, f"expected shape {_shape_text(shape)}, got {tuple(a.shape)}", name)
-                    else:
-                        seen = dims.setdefault(d, (n, name))
-                        if seen[0] != n:
-                            self._fail(fname, f"expected shape {_shape_text(shape)} with {d} = {seen[0]} "
-                                              f"(from '{seen[1]}'), got {tuple(a.shape)}", name,
-                                       f"every argument with the dimension {d} must have the same size there")
-            else:
-                conv = self._scalar(fname, name, dtype, a)
-                if conv is not a:
-                    out = list(args) if out is None else out
-                    out[i] = conv
+            if a.__class__ is not np.ndarray and not isinstance(a, np.ndarray):
+                self._fail(fname, f"expected {_a(dtype)} array of shape {_shape_text(self.spec[i][1])}, "
+                                  f"got {_got(a)}", name, "pass a NumPy array")
+            if a.dtype != dtype:
+                self._fail(fname, f"expected {_a(dtype)} array, got {_got(a)}", name,
+                           f"convert it with .astype(np.{dtype})")
+            shape = a.shape
+            if len(shape) != rank:
+                self._fail(fname, f"expected shape {_shape_text(self.spec[i][1])}, got {shape}", name)
+            for k, size in fixed:
+                if shape[k] != size:
+                    self._fail(fname, f"expected shape {_shape_text(self.spec[i][1])}, got {shape}", name)
+            for k, d in symbolic:
+                seen = dims.setdefault(d, shape[k])
+                if seen != shape[k]:
+                    first = next(n for j, n, _, _, _, sym in self._arrays for kk, dd in sym
+                                 if dd == d and args[j].shape[kk] == seen)
+                    self._fail(fname, f"expected shape {_shape_text(self.spec[i][1])} with {d} = {seen} "
+                                      f"(from '{first}'), got {shape}", name,
+                               f"every argument with the dimension {d} must have the same size there")
+        out = None
+        for i, name, dtype in self._scalars:
+            a = args[i]
+            conv = self._scalar(fname, name, dtype, a)
+            if conv is not a:
+                out = list(args) if out is None else out
+                out[i] = conv
         return args if out is None else tuple(out)
 
     def _scalar(self, fname, name, dtype, a):

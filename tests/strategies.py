@@ -10,8 +10,9 @@ without gradc:
   ``+ - * /``, unary minus, numbers and constants, integer / negative /
   rational / real / symbolic powers, ``exp log sqrt sin cos tan tanh Abs Max
   Min`` and ``Piecewise`` with ``< <= > >=`` conditions combined by ``And Or
-  Not``. Oracle: ``sympy.diff`` of the same tree (Abs/Max/Min rewritten as
-  Piecewise), evaluated in mpmath at 50 digits by :func:`evaluate`.
+  Not``. Oracle: ``sympy.diff`` of the same tree (Abs/Max/Min as plain
+  functions with their derivatives, see :func:`for_diff`), evaluated in mpmath at
+  50 digits by :func:`evaluate`.
 * :func:`matrix_trees`: SymPy ``MatrixSymbol`` algebra (``MatMul MatAdd
   Transpose``, scalar multiples, ``HadamardProduct HadamardPower``) of random
   compatible shapes (dimensions 1..3), reduced to a 1x1 result ``u.T M v``.
@@ -236,12 +237,17 @@ def evaluate(expr, env: dict, num: _Num, nodes: list | None = None):
             for cls in (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.tanh):
                 if isinstance(e, cls):
                     return num.check(getattr(num, cls.__name__)(ev(e.args[0])))
-            if isinstance(e, sp.Abs):
+            if isinstance(e, (sp.Abs, _Abs)):
                 return abs(ev(e.args[0]))
-            if isinstance(e, sp.Max):
+            if isinstance(e, (sp.Max, _Max)):
                 return max(ev(a) for a in e.args)
-            if isinstance(e, sp.Min):
+            if isinstance(e, (sp.Min, _Min)):
                 return min(ev(a) for a in e.args)
+            if isinstance(e, _Sign):
+                v = ev(e.args[0])
+                return num.num((v > 0) - (v < 0))
+            if isinstance(e, _Step):
+                return num.num(1 if ev(e.args[0]) >= 0 else 0)
             if isinstance(e, sp.Piecewise):
                 for val, c in e.args:
                     if ev(c):
@@ -271,17 +277,57 @@ def evaluate(expr, env: dict, num: _Num, nodes: list | None = None):
     return ev(expr)
 
 
+class _Abs(sp.Function):
+    """``|u|`` for the oracle's ``sympy.diff``: derivative ``sign(u)`` (SymPy's own Abs needs to
+    know that ``u`` is real, else it differentiates through ``re``/``im``)."""
+
+    def fdiff(self, argindex=1):
+        return _Sign(self.args[0])
+
+
+class _Sign(sp.Function):
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+
+class _Step(sp.Function):
+    """1 where the argument is >= 0, else 0: the derivative of a binary max or min."""
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+
+class _Max(sp.Function):
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        step = _Step(self.args[0] - self.args[1])
+        return step if argindex == 1 else 1 - step
+
+
+class _Min(sp.Function):
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        step = _Step(self.args[1] - self.args[0])
+        return step if argindex == 1 else 1 - step
+
+
 def for_diff(expr):
-    """``expr`` with Abs, Max and Min written as Piecewise (``sympy.diff`` then gives Piecewise
-    derivatives instead of sign/Heaviside; the point filter keeps away from the kinks)."""
-    def pw_max(*a, pick_max=True):
-        acc = a[0]
-        for b in a[1:]:
-            acc = sp.Piecewise((acc, acc >= b if pick_max else acc <= b), (b, True))
-        return acc
-    expr = expr.replace(sp.Abs, lambda a: sp.Piecewise((a, a >= 0), (-a, True)))
-    expr = expr.replace(sp.Max, lambda *a: pw_max(*a))
-    return expr.replace(sp.Min, lambda *a: pw_max(*a, pick_max=False))
+    """``expr`` with Abs, Max and Min as plain functions with the derivatives above (binary
+    max/min chained), for ``sympy.diff``: no sign/Heaviside of unknown realness, and no
+    Piecewise folding (which may build, and then fail on, complex branch values). The
+    point filter keeps away from the kinks, where these derivatives are conventions."""
+    def chain(cls):
+        def build(*args):
+            acc = args[0]
+            for b in args[1:]:
+                acc = cls(acc, b)
+            return acc
+        return build
+    expr = expr.replace(sp.Abs, _Abs)
+    expr = expr.replace(sp.Max, chain(_Max))
+    return expr.replace(sp.Min, chain(_Min))
 
 
 def kink_gaps(expr) -> list:
@@ -301,12 +347,13 @@ def kink_gaps(expr) -> list:
 class SymbolicOracle:
     """Value and gradient of a SymPy scalar ``expr`` w.r.t. ``wrt`` (symbols or matrix entries).
 
-    :meth:`at` returns ``(value, grads)`` exact to ~50 digits, or raises :class:`Reject`
-    if the point is ill-conditioned: a kink or branch boundary closer than ``GAP``, an
-    intermediate above ``BIG`` in magnitude, or float64 evaluation of SymPy's own
-    derivative expressions (a route independent of gradc) off by more than
-    ``COND_RTOL`` relative (``COND_RTOL``·scale absolute): then float64 cannot be
-    expected to give ``RTOL`` either.
+    :meth:`at` returns ``(value, grads, scale)`` (exact to ~50 digits; ``scale`` is
+    max(1, largest |gradient entry|)), or raises :class:`Reject` if the point is
+    ill-conditioned: a kink or branch boundary closer than ``GAP``, an intermediate
+    above ``BIG`` in magnitude, or float64 evaluation of SymPy's own derivative
+    expressions (a route independent of gradc) off by more than ``COND_RTOL``
+    relative (``COND_RTOL``·scale absolute): then float64 cannot be expected to
+    match to the tests' 1e-9 either.
     """
 
     expr: sp.Expr
@@ -320,7 +367,7 @@ class SymbolicOracle:
     def __post_init__(self):
         smooth = for_diff(self.expr)
         self.derivs = [sp.diff(smooth, w) for w in self.wrt]
-        self.gaps = kink_gaps(self.expr) + kink_gaps(smooth)
+        self.gaps = kink_gaps(self.expr)
 
     def at(self, env: dict):
         with mpmath.workdps(MP_DPS):

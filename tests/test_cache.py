@@ -201,23 +201,26 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, mon
 
 def test_damaged_numba_machine_code_is_removed_and_recompiled(cache):
     """Numba loads __pycache__/*.nbi/.nbc on a process's first call and would raise on a damaged
-    file; the checked function removes them (one CacheWarning) and calls again."""
+    file; the checked function removes the module's Numba files (one CacheWarning) and calls again.
+    The first process writes the machine code of both functions; then value_and_grad's index and
+    forward's data are cut in half, and a second process calls both."""
     import subprocess
     import sys
 
-    script = ("import numpy as np, gradc\nc = gradc.compile(%r)\n"
-              "print(c.value_and_grad(np.array([1.0, 2.0]), np.array([0.5, -0.5]))[0])\n") % SPEC
+    script = ("import numpy as np, gradc\nc = gradc.compile(%r)\nx, w = np.array([1.0, 2.0]), np.array([0.5, -0.5])\n"
+              "print(c.value_and_grad(x, w)[0], c.forward(x, w))\n") % SPEC
     env = dict(os.environ, GRADC_CACHE_DIR=str(cache))
     runs = []
-    for damage in (None, "index", "data"):
+    for damage in (False, True):
         if damage:
-            for f in (cache / "__pycache__").glob("tiny_*.value_and_grad-*." + ("nbi" if damage == "index" else "nbc")):
+            for pattern in ("tiny_*.value_and_grad-*.nbi", "tiny_*.forward-*.nbc"):
+                (f,) = (cache / "__pycache__").glob(pattern)
                 f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2])
         runs.append(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                                    timeout=300))
     for r in runs:
         assert r.returncode == 0, r.stderr
-        assert float(r.stdout) == pytest.approx(np.tanh(0.5) + np.tanh(-1.0), rel=1e-14)
+        assert [float(v) for v in r.stdout.split()] == [pytest.approx(np.tanh(0.5) + np.tanh(-1.0), rel=1e-14)] * 2
     assert "CacheWarning" not in runs[0].stderr
-    for r in runs[1:]:
-        assert r.stderr.count("CacheWarning: gradc: Numba's cached machine code for") == 1, r.stderr
+    # value_and_grad's repair removed every Numba file of the module, forward's damaged one too
+    assert runs[1].stderr.count("CacheWarning: gradc: Numba's cached machine code for") == 1, runs[1].stderr
