@@ -180,7 +180,8 @@ def run_job(argv: list[str], env: dict, timeout: float, max_rss: float = 8 * 2 *
 class Runner:
     def __init__(self, opts):
         self.o = opts
-        self.env = child_env(opts.threads)
+        coretype = getattr(opts, "openblas_coretype", None)
+        self.env = child_env(opts.threads, {"OPENBLAS_CORETYPE": coretype} if coretype else None)
         self.n_done = 0
         self.n_total = 0
 
@@ -226,6 +227,7 @@ def run_all(opts) -> dict:
         "date": started.isoformat(timespec="seconds"), "command": " ".join(["python -m benchmarks", *opts.argv]),
         "git": git_commit(), "machine": machine(), "versions": versions(),
         "threads": opts.threads, "thread_env": thread_env(opts.threads),
+        "openblas_coretype": getattr(opts, "openblas_coretype", None) or os.environ.get("OPENBLAS_CORETYPE"),
         "repeats": opts.repeats, "min_time_s": opts.min_time, "quick": opts.quick, "timeout_s": opts.timeout,
         "scaling_timeout_s": opts.scaling_timeout, "max_memory_gb": opts.max_memory_gb,
         "frameworks_requested": wanted, "frameworks_run": frameworks,
@@ -396,7 +398,8 @@ def markdown(out) -> str:
     eff = _effective_threads(out)
     L.append(f"Threads: {m['threads']} (" + ", ".join(f"{k}={v}" for k, v in m["thread_env"].items())
              + (f"; torch.set_num_threads({m['threads']})" if "torch" in fws else "") + ")."
-             + (f" Effective, as reported by the workers: {eff}." if eff else ""))
+             + (f" Effective, as reported by the workers: {eff}." if eff else "")
+             + (f" OPENBLAS_CORETYPE={m['openblas_coretype']}." if m.get("openblas_coretype") else ""))
     L.append("")
     L.append(f"Timing: one fresh process per framework and case; median of {m['repeats']} timing loops "
              f"(each ≥ {m['min_time_s'] * 1e3:.0f} ms, after ≥ {m['min_time_s'] * 1e3:.0f} ms of warm-up); "
@@ -409,8 +412,10 @@ def markdown(out) -> str:
         L.append(f"Not installed (skipped): {', '.join(m['frameworks_missing'])}.")
     g = out.get("gemm")
     if g and g.get("status") == "ok":
+        kernels = ", ".join((g.get("threads") or {}).get("blas_kernels") or [])
         L += ["", f"**Single-process GEMM rate** (NumPy `matmul`, float64, {g['n']}×{g['n']}, "
-                  f"{m['threads']} thread(s)): **{g['gflops']:.1f} GFLOP/s** (median; best {g['gflops_best']:.1f})."]
+                  f"{m['threads']} thread(s)): **{g['gflops']:.1f} GFLOP/s** (median; best {g['gflops_best']:.1f})"
+                  + (f"; BLAS kernels {kernels}." if kernels else ".")]
     L.append("")
 
     if main:
@@ -440,6 +445,21 @@ def markdown(out) -> str:
             rows.append([e["title"]] + [cell(e["results"].get(f), value=f"{cr[f]:.2f}") if f in cr
                                         else cell(e["results"].get(f), value="") for f in fws])
         L += table(["case"] + cols, rows) + [""]
+        into = {k: e for k, e in main.items() if _ok(e["results"].get("gradc"))
+                and "vg_into" in (e["results"]["gradc"].get("extra") or {})}
+        if into:
+            L += ["## gradc with output buffers (`value_and_grad_into`)", ""]
+            L.append("The gradients written into preallocated arrays (what a training loop can call: "
+                     "`value_and_grad(..., out=grads)`, or `raw.value_and_grad_into`), beside the allocating "
+                     "`value_and_grad` of the tables above; same process.")
+            L.append("")
+            rows = []
+            for k, e in into.items():
+                r_ = e["results"]["gradc"]
+                t_in, t_vg, t_f = r_["extra"]["vg_into"]["median"], _t(r_), _t(r_, "fwd")
+                rows.append([e["title"], fmt_time(t_vg), fmt_time(t_in), fmt_time(t_f),
+                             f"{t_in / t_f:.2f}" if t_f else ""])
+            L += table(["case", "value_and_grad", "value_and_grad_into", "forward", "into ÷ forward"], rows) + [""]
         L += ["## first call: build + first value_and_grad (imports excluded)", ""]
         L.append("gradc cold: `gradc.compile` into an empty `GRADC_CACHE_DIR` in a fresh process, then the first "
                  "call (Numba JIT); warm: a second process with the same cache (Numba loads the machine code). "
@@ -552,7 +572,7 @@ def _effective_threads(out) -> str:
     for e in out["cases"].values():
         for fw, res in e["results"].items():
             th = (res or {}).get("threads") or {}
-            for k in ("threadpools", "numba_threads", "torch_threads", "torch_interop_threads"):
+            for k in ("threadpools", "blas_kernels", "numba_threads", "torch_threads", "torch_interop_threads"):
                 if k in th:
                     v = ",".join(th[k]) if isinstance(th[k], list) else th[k]
                     seen.setdefault(k, set()).add(str(v))
@@ -578,6 +598,10 @@ def parse(argv=None):
                    help="kill a worker whose resident memory passes this (default 8 GiB)")
     p.add_argument("--no-scaling", action="store_true", help="skip the compile-time scaling series")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM-rate measurement")
+    p.add_argument("--openblas-coretype", metavar="NAME",
+                   help="set OPENBLAS_CORETYPE=NAME for every worker (e.g. SkylakeX, Haswell, Zen): which "
+                        "kernels the OpenBLAS bundled with NumPy/SciPy runs; default: its own CPU detection "
+                        "(the kernels each worker used are printed with the results)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
                    help="folder for the results (default benchmarks/results)")
     p.add_argument("--name", help="file stem of the results (default 'latest', or 'quick' with --quick)")

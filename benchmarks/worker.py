@@ -47,6 +47,7 @@ class Impl:
     unpack: Callable             # native vg output -> (float value, {name: ndarray})
     unpack_fwd: Callable = float
     info: dict | None = None     # extra facts (e.g. gradc's codegen seconds), filled during build
+    extra: dict | None = None    # more timed variants: {name: (fn, args)}, e.g. gradc's vg_into
 
 
 def _loop(fn, args, number):
@@ -109,7 +110,11 @@ def thread_report(fw_mod=None) -> dict:
                                            "NUMBA_NUM_THREADS", "XLA_FLAGS") if os.environ.get(k)}
     try:
         from threadpoolctl import threadpool_info
-        out["threadpools"] = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
+        pools = threadpool_info()
+        out["threadpools"] = sorted({f"{p['internal_api']}={p['num_threads']}" for p in pools})
+        # the kernels OpenBLAS picked for this CPU (or OPENBLAS_CORETYPE): e.g. openblas:SkylakeX
+        out["blas_kernels"] = sorted({f"{p['internal_api']}:{p['architecture']}" for p in pools
+                                      if p.get("architecture")})
     except Exception:  # noqa: BLE001
         pass
     if fw_mod is not None and hasattr(fw_mod, "thread_info"):
@@ -217,6 +222,8 @@ def run(framework: str, case_name: str, mode: str, repeats: int, min_time: float
         res["vg"] = measure(impl.vg, impl.args, repeats, min_time, warmup_time=min_time)
         if impl.fwd is not None:
             res["fwd"] = measure(impl.fwd, impl.args, repeats, min_time, warmup_time=min_time)
+        for key, (fn, args) in (impl.extra or {}).items():
+            res.setdefault("extra", {})[key] = measure(fn, args, repeats, min_time, warmup_time=min_time)
     res["threads"] = thread_report(mod)
     res["status"] = "ok"
     return res

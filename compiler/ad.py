@@ -125,7 +125,7 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
         if rule is None or g is None:
             continue
         mask = masks.get(id(s.out))
-        elementwise = OPS[s.op].family in ("elementwise", "select")
+        elementwise = OPS[s.op].family in ("elementwise", "select", "functions")
         b.hint = f"{s.out.name}_d"
         b.loc = s.loc
         first_new = len(b.stmts)

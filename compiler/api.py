@@ -1,13 +1,14 @@
 """The public API: :func:`compile`, :func:`load` and :class:`Compiled`."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from .errors import ArgumentError, CacheError, GradcError
-from .pipeline import Artifact, build
+from .pipeline import Artifact  # noqa: F401  (build: imported when needed, see compile)
 
 _ORDINAL = {1: "st", 2: "nd", 3: "rd"}
 
@@ -168,6 +169,71 @@ class CheckedFunction:
         return f"<gradc checked {self._name}({', '.join(self._check.names)})>"
 
 
+class CheckedValueAndGrad(CheckedFunction):
+    """``value_and_grad`` behind the argument check, with ``out=``: preallocated gradient arrays.
+
+    ``f(*args, out=grads)``: ``grads`` holds one entry per ``wrt`` argument, a C-contiguous
+    writeable array shaped and typed like that argument for an array argument (anything,
+    e.g. None, for a scalar one); the gradients are written into those arrays by the
+    generated ``value_and_grad_into`` (a matrix product writes its result there directly) and
+    ``(value, grads)`` comes back with those very arrays in it (scalar gradients as numbers).
+    The arrays must not share memory with any argument. A module without
+    ``value_and_grad_into`` (written by an older gradc) gets its gradients copied in.
+    (A model with an argument named ``out`` passes that argument with ``out=``; use
+    ``raw.value_and_grad_into`` there.)
+    """
+
+    __slots__ = ("_into", "_wrt")
+
+    def __init__(self, raw, into, check: ArgumentChecker, wrt, path: Path | None = None):
+        super().__init__(raw, check, "value_and_grad", path)
+        self._into = into
+        self._wrt = tuple((check.index[w], w, check.spec[check.index[w]][2], bool(check.spec[check.index[w]][1]))
+                          for w in wrt)
+
+    def __call__(self, *args, **kwargs):
+        if "out" not in kwargs or "out" in self._check.index:
+            return super().__call__(*args, **kwargs)
+        out = kwargs.pop("out")
+        args = self._check(self._name, args, kwargs)
+        bufs = self._check_out(args, out)
+        if self._into is None:
+            value, grads = super().__call__(*args)
+            for b, g in zip(bufs, (g for g, (_, _, _, is_array) in zip(grads, self._wrt) if is_array)):
+                b[...] = g
+            scalars = [g for g, w in zip(grads, self._wrt) if not w[3]]
+        else:
+            res = self._into(*args, *bufs)
+            value, scalars = (res[0], list(res[1])) if len(bufs) < len(self._wrt) else (res, [])
+        it = iter(bufs)
+        sc = iter(scalars)
+        return value, tuple(next(it) if w[3] else next(sc) for w in self._wrt)
+
+    def _check_out(self, args, out) -> list:
+        where = f"{self._name}: out"
+        if not isinstance(out, (tuple, list)) or len(out) != len(self._wrt):
+            raise ArgumentError(f"out must be a tuple of {len(self._wrt)} gradient array(s) in the order "
+                                f"of .wrt {tuple(w[1] for w in self._wrt)}, got {_got(out)}"
+                                + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""), where)
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        bufs = []
+        for (i, name, dtype, is_array), b in zip(self._wrt, out):
+            if not is_array:
+                continue
+            want = args[i].shape
+            if not isinstance(b, np.ndarray) or b.dtype != dtype or b.shape != want:
+                raise ArgumentError(f"the gradient array for '{name}' must be {_a(dtype)} array of shape "
+                                    f"{want}, got {_got(b)}", where, "np.empty_like(the argument) makes one")
+            if not b.flags.c_contiguous or not b.flags.writeable:
+                raise ArgumentError(f"the gradient array for '{name}' must be C-contiguous and writeable",
+                                    where, "np.empty_like(the argument) makes one")
+            if any(np.may_share_memory(b, a) for a in arrays) or any(np.may_share_memory(b, c) for c in bufs):
+                raise ArgumentError(f"the gradient array for '{name}' shares memory with an argument "
+                                    "or another gradient array", where)
+            bufs.append(b)
+        return bufs
+
+
 class Compiled:
     """A loaded generated module.
 
@@ -177,7 +243,11 @@ class Compiled:
     agree across arguments) and dtypes of the arguments first and raise
     :class:`~gradc.errors.ArgumentError`; ``raw.forward`` and
     ``raw.value_and_grad`` (also ``module.forward`` ...) are the Numba
-    dispatchers themselves, without the check, for hot loops. ``source`` the
+    dispatchers themselves, without the check, for hot loops.
+    ``value_and_grad(*args, out=grads)`` writes the array gradients into
+    preallocated arrays (see :class:`CheckedValueAndGrad`); its bare form is
+    ``raw.value_and_grad_into(*args, *grad_arrays)`` (None when no gradient is an array),
+    which returns the value (and a tuple of the scalar gradients, if any). ``source`` the
     emitted code; ``ir`` the printed forward and adjoint IR (None for
     :func:`load`); ``path`` the file; ``module`` the imported module;
     ``arg_names``, ``wrt``, ``shapes``, ``dtypes``, ``params`` the module's metadata.
@@ -187,16 +257,20 @@ class Compiled:
         self.module = module
         self.path = Path(path)
         self.artifact = artifact
+        #: seconds per compile stage (see :func:`compile`); empty for :func:`load`
+        self.timings = dict(artifact.timings) if artifact is not None else {}
         self.arg_names = tuple(module.ARGS)
         self.wrt = tuple(module.WRT)
         self.shapes = dict(module.SHAPES)
         self.dtypes = dict(module.DTYPES)
         self.params = dict(module.PARAMS)
         self.output = module.OUTPUT
-        self.raw = SimpleNamespace(forward=module.forward, value_and_grad=module.value_and_grad)
+        into = getattr(module, "value_and_grad_into", None)      # None: no array gradient, or an older module
+        self.raw = SimpleNamespace(forward=module.forward, value_and_grad=module.value_and_grad,
+                                   value_and_grad_into=into)
         check = ArgumentChecker(self.arg_names, self.shapes, self.dtypes)
         self.forward = CheckedFunction(module.forward, check, "forward", self.path)
-        self.value_and_grad = CheckedFunction(module.value_and_grad, check, "value_and_grad", self.path)
+        self.value_and_grad = CheckedValueAndGrad(module.value_and_grad, into, check, self.wrt, self.path)
 
     @property
     def source(self) -> str:
@@ -232,17 +306,39 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
     """
     from gradc.runtime.loader import cache_dir, check_cache_entry, import_generated, is_generated, write_atomic
 
+    from . import cachekey
+
+    clock = time.perf_counter
+    t0 = clock()
+    fast = cachekey.source_key(source, args, wrt, name, comments) if out is None and not force else None
+    if fast is not None:                           # warm start: the module is cached, skip the pipeline
+        hit = cachekey.lookup(cache_dir(), fast)
+        if hit is not None:
+            t1 = clock()
+            c = Compiled(import_generated(hit), hit)
+            c.timings = {"cache lookup": t1 - t0, "import": clock() - t1}
+            return c
+    from .pipeline import build
+
     art = build(source, args, wrt, name, comments)
+    t1 = clock()
     if out is None:
         path = cache_dir() / f"{art.lowered.model_name}_{art.key[:16]}.py"
         check_cache_entry(path, art.code)          # warns once if the entry is corrupt; rewritten below
+        write_atomic(path, art.code)
+        if fast is not None:
+            cachekey.remember(cache_dir(), fast, path)
     else:
         path = Path(out)
         if path.exists() and not force and not is_generated(path):
             raise GradcError(f"{path} exists and was not generated by gradc",
                              hint="choose another path or pass force=True (--force)")
-    write_atomic(path, art.code)
-    return Compiled(import_generated(path), path, art)
+        write_atomic(path, art.code)
+    t2 = clock()
+    art.timings["write"] = t2 - t1
+    module = import_generated(path)
+    art.timings["import"] = clock() - t2
+    return Compiled(module, path, art)
 
 
 def load(path, verify: bool = True) -> Compiled:

@@ -11,13 +11,18 @@ class GradcError(Exception):
     """Base class of every error caused by the user's input.
 
     ``where`` names the place (``spec.toml:12:9``, or an expression and op),
-    ``hint`` says what to do. ``str(err)`` joins them into one readable line.
+    ``hint`` says what to do (each class has a :attr:`default_hint` for raise
+    sites that know nothing more specific). ``str(err)`` joins them into one
+    readable line.
     """
+
+    #: The hint used when the raise site gives none.
+    default_hint: str | None = None
 
     def __init__(self, message: str, where: str | None = None, hint: str | None = None):
         self.message = message
         self.where = where
-        self.hint = hint
+        self.hint = hint if hint is not None else self.default_hint
         super().__init__(self._format())
 
     def _format(self) -> str:
@@ -38,17 +43,25 @@ def one_line(text: str) -> str:
 class SpecError(GradcError):
     """The model spec (TOML or its expression language) is malformed."""
 
+    default_hint = "see 'The spec format' in gradc's README"
+
 
 class ShapeError(GradcError):
     """Operand shapes or dtypes do not fit an op's rule."""
+
+    default_hint = "check the shapes the operands are declared with; the README's expression language section says how they broadcast"
 
 
 class UnsupportedError(GradcError):
     """The input uses a construct gradc does not compile (names the class or op)."""
 
+    default_hint = "gradc's README lists the SymPy classes and spec functions it compiles"
+
 
 class VerifyError(GradcError):
     """The IR violates SSA form or an op's shape/dtype rule (a gradc bug or a bad hand-built IR)."""
+
+    default_hint = "gradc's frontends always build valid IR: unless you built this IR by hand, please report it as a bug"
 
 
 class ArgumentError(ShapeError):
@@ -57,9 +70,13 @@ class ArgumentError(ShapeError):
     ``where`` names the function and the argument (``value_and_grad: argument 'X'``).
     """
 
+    default_hint = "the compiled object's .arg_names, .shapes and .dtypes list what each argument must be"
+
 
 class CacheError(GradcError):
     """A generated module is unreadable, truncated or was modified after gradc wrote it."""
+
+    default_hint = "delete the file and compile the spec again"
 
 
 class CacheWarning(UserWarning):

@@ -95,7 +95,7 @@ def _trace_module(art):
         s = step.stmt
         if s.out.shape == ():
             unit = b.const(1.0)
-        elif OPS[s.op].family in ("elementwise", "select"):
+        elif OPS[s.op].family in ("elementwise", "select", "functions"):
             b.hint = f"{s.out.name}_ones"
             unit = b.emit("expand", 1.0, s.out)
         else:
@@ -106,7 +106,7 @@ def _trace_module(art):
                 local[(id(s), pos)] = r
     stmts = full.stmts + b.stmts
     whole = full.replace(stmts)
-    consts = {id(s.out): s.attr["value"] for s in stmts if s.op == "const"}
+    consts = {id(s.out): float(s.attr["value"]) for s in stmts if s.op == "const"}
     names = {id(v): v.name for v in full.inputs}
     lines = render_stmts(stmts, names)
     returned = [v.name for v in full.inputs] + [s.out.name for s in stmts if s.op != "const"]
@@ -221,7 +221,7 @@ def backprop(source, at=(), *, wrt=None, dims: dict | None = None, batch: int = 
     symbolic dimensions sized by ``dims``, the ``at`` arrays, else ``batch``."""
     if batch < 1:
         raise GradcError(f"--batch {batch} must be at least 1")
-    art = build(source, wrt=wrt)
+    art = build(source, wrt=wrt, roll=False)        # every term of a long sum its own steps
     module, full, steps, local, consts = _trace_module(art)
     given = parse_at(at, module)
     bound = bind_dims(given, module, dict(dims or {}))
@@ -390,9 +390,9 @@ def graph_dot(bp: Backprop, digits: int = 3) -> str:
         lines.append(f"  {node_id(v)} [label={_q(v.name + shape)}, shape=plaintext];")
     for s in primal:
         if s.op == "const":
-            lines.append(f"  {node_id(s.out)} [label={_q(fmt_num(s.attr['value'], digits))}, shape=plaintext];")
+            lines.append(f"  {node_id(s.out)} [label={_q(fmt_num(float(s.attr['value']), digits))}, shape=plaintext];")
             continue
-        sym = f"x^{fmt_num(s.attr['p'], digits)}" if s.op == "powc" else _SYMBOL.get(s.op, s.op)
+        sym = f"x^{fmt_num(float(s.attr['p']), digits)}" if s.op == "powc" else _SYMBOL.get(s.op, s.op)
         label = _q(sym + "\n" + s.out.name)
         lines.append(f"  {node_id(s.out)} [label={label}];")
     for s in primal:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from .errors import VerifyError
 
@@ -103,7 +104,8 @@ class Function:
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 #: Names the generated module itself uses; user names may not shadow them.
 RESERVED = frozenset({"np", "numba", "math", "forward", "value_and_grad", "ARGS", "WRT",
-                      "SHAPES", "DTYPES", "PARAMS", "GRADC_VERSION", "SOURCE_HASH", "OUTPUT"})
+                      "SHAPES", "DTYPES", "PARAMS", "GRADC_VERSION", "SOURCE_HASH", "OUTPUT", "CLASSES",
+                      "value_and_grad_into"})
 
 
 def check_identifier(name: str) -> str | None:
@@ -165,13 +167,15 @@ class Builder:
         self.adjoint = False
         self._consts: dict[tuple, Value] = {}
 
-    def const(self, value: float, shape: Shape = (), dtype: str = "f64") -> Value:
+    def const(self, value: float | Fraction, shape: Shape = (), dtype: str = "f64") -> Value:
         """A constant; ``dtype`` ``"f32"`` makes a float32 one (the ``dtype`` attribute is
-        only present then, so float64 IR prints as before)."""
-        key = (float(value), tuple(shape), dtype)
+        only present then, so float64 IR prints as before). A float64 ``Fraction`` stays
+        exact (SymPy's Rational) until code generation renders it as a float."""
+        value = value if isinstance(value, Fraction) and dtype == "f64" else float(value)
+        key = (type(value), value, tuple(shape), dtype)
         if key not in self._consts:
             extra = {"dtype": dtype} if dtype != "f64" else {}
-            self._consts[key] = self.emit("const", value=float(value), shape=tuple(shape), name="c", **extra)
+            self._consts[key] = self.emit("const", value=value, shape=tuple(shape), name="c", **extra)
         return self._consts[key]
 
     def emit(self, op: str, *args, name: str | None = None, **attrs) -> Value:
@@ -202,7 +206,12 @@ def format_stmt(s: Stmt) -> str:
     ops = ", ".join(f"%{a.name}" for a in s.args)
     attrs = {k: v for k, v in s.attrs if not (s.op == "const" and k == "shape")}
     if s.op == "const":
-        line = f"%{s.out.name}:{s.out.type_str()} = const {attrs['value']!r}"
+        v = attrs["value"]
+        if isinstance(v, tuple):               # a table (gradc.passes.reroll): the first few entries
+            text = "[" + ", ".join(map(repr, v[:4])) + (f", ... ({len(v)} values)]" if len(v) > 4 else "]")
+        else:
+            text = str(v) if isinstance(v, Fraction) else repr(v)
+        line = f"%{s.out.name}:{s.out.type_str()} = const {text}"
     else:
         attr_txt = " {" + ", ".join(f"{k}={_fmt_attr(v)}" for k, v in attrs.items()) + "}" if attrs else ""
         line = f"%{s.out.name}:{s.out.type_str()} = {s.op} {ops}{attr_txt}"

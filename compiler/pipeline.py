@@ -7,7 +7,9 @@ can look at each.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
@@ -16,7 +18,7 @@ from .codegen import render_module
 from .errors import SpecError, UnsupportedError
 from .frontends import Lowered
 from .ir import Function, format_function, verify
-from .passes import dce, optimize
+from .passes import dce, optimize, reroll
 
 
 @dataclass
@@ -24,7 +26,9 @@ class Artifact:
     """Every stage of one compilation.
 
     ``primal`` the optimized forward IR; ``full`` forward + adjoint IR;
-    ``code`` the module text; ``key`` the cache key (sha256 hex).
+    ``code`` the module text; ``key`` the cache key (sha256 hex); ``timings``
+    seconds per stage (``frontend``, ``passes``, ``ad``, ``render``; :func:`gradc.compile`
+    adds ``write`` and ``import``, see :attr:`gradc.Compiled.timings`).
     """
 
     lowered: Lowered
@@ -32,6 +36,7 @@ class Artifact:
     full: Function
     code: str
     key: str
+    timings: dict = field(default_factory=dict)
 
     def show(self, stage: str) -> str:
         """Text of one stage: ``ir``, ``adjoint`` (forward + adjoint IR) or ``code``."""
@@ -46,9 +51,8 @@ class Artifact:
 
 def lower(source, args=None, wrt=None, name: str | None = None) -> Lowered:
     """Pick the frontend: a SymPy expression, a spec path, or spec text."""
-    import sympy
-
-    if isinstance(source, sympy.Basic):
+    sympy = sys.modules.get("sympy")      # a SymPy object means SymPy is imported: no import (0.4 s) for specs
+    if sympy is not None and isinstance(source, (sympy.Basic, sympy.MatrixBase)):  # MatrixBase: sympy.Matrix
         from .frontends.sympy import lower as lower_sympy
         return lower_sympy(source, args, wrt, name or "f")
     from .frontends.spec import load_spec
@@ -66,17 +70,32 @@ def lower(source, args=None, wrt=None, name: str | None = None) -> Lowered:
                            hint="pass a SymPy expression, a spec path or spec text")
 
 
-def build(source, args=None, wrt=None, name: str | None = None, comments: bool = True) -> Artifact:
+def build(source, args=None, wrt=None, name: str | None = None, comments: bool = True,
+          roll: bool = True) -> Artifact:
     """Run the whole pipeline on ``source``; see :func:`lower` for the accepted sources.
 
-    ``comments=False`` renders the code without the adjoint rules' comments.
+    ``comments=False`` renders the code without the adjoint rules' comments;
+    ``roll=False`` keeps long sums unrolled (no :func:`~gradc.passes.reroll`: every term
+    its own statements, as ``gradc explain`` shows them).
     """
+    clock = time.perf_counter
+    t0 = clock()
     lowered = lower(source, args, wrt, name)
     verify(lowered.fn)
-    primal = optimize(lowered.fn)
-    full = optimize(grad(primal, lowered.wrt))
+    t1 = clock()
+    rolled = reroll(lowered.fn) if roll else lowered.fn   # long sums of like terms -> loops over
+    primal = optimize(rolled)              # tables, first: the passes then run on the small function
+    if roll and rolled is lowered.fn:      # nothing rolled as lowered: try again after the passes
+        rolled = reroll(primal)
+        if rolled is not primal:
+            primal = optimize(rolled)
+    t2 = clock()
+    adjoint = grad(primal, lowered.wrt)
+    t3 = clock()
+    full = optimize(adjoint)
     verify(full)
     forward = dce(primal)
+    t4 = clock()
     key = hashlib.sha256("\x00".join([
         __version__, lowered.canonical, lowered.source_name,
         ",".join(v.name for v in lowered.wrt)] + ([] if comments else ["no-comments"])).encode()).hexdigest()
@@ -84,4 +103,5 @@ def build(source, args=None, wrt=None, name: str | None = None, comments: bool =
                          source_name=lowered.source_name, source_hash=key[:16],
                          model_name=lowered.model_name, params=lowered.params, roles=lowered.roles,
                          comments=comments, description=lowered.description)
-    return Artifact(lowered, primal, full, code, key)
+    timings = {"frontend": t1 - t0, "passes": (t2 - t1) + (t4 - t3), "ad": t3 - t2, "render": clock() - t4}
+    return Artifact(lowered, primal, full, code, key, timings)

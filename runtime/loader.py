@@ -239,6 +239,19 @@ def clear_cache(folder: Path | None = None) -> tuple[int, int]:
             freed += size
         except FileNotFoundError:
             pass
+    index = folder / "index"                       # the warm-start index (gradc.cachekey)
+    if index.is_dir():
+        for f in index.iterdir():
+            try:
+                size = f.stat().st_size
+                f.unlink()
+                freed += size
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                pass
+        try:
+            index.rmdir()
+        except OSError:
+            pass
     pycache = folder / "__pycache__"
     try:
         if pycache.is_dir() and not any(pycache.iterdir()):

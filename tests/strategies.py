@@ -14,7 +14,8 @@ without gradc:
   functions with their derivatives, see :func:`for_diff`), evaluated in mpmath at
   50 digits by :func:`evaluate`.
 * :func:`matrix_trees`: SymPy ``MatrixSymbol`` algebra (``MatMul MatAdd
-  Transpose``, scalar multiples, ``HadamardProduct HadamardPower``) of random
+  Transpose``, scalar multiples, ``HadamardProduct HadamardPower``, ``Trace``,
+  elements ``M[i, j]``, explicit ``ImmutableMatrix``, ``applyfunc``) of random
   compatible shapes (dimensions 1..3), reduced to a 1x1 result ``u.T M v``.
   Oracle: the same math written per element (``as_explicit()``), differentiated
   by ``sympy.diff`` with respect to each matrix entry.
@@ -56,10 +57,19 @@ XS = sp.symbols("x0 x1 x2", real=True)
 #: Leaves and inner productions of :func:`scalar_trees`.
 SCALAR_LEAVES = ("symbol", "number", "constant")
 SCALAR_NODES = ("add", "sub", "mul", "neg", "div", "powi", "pow_neg", "sqrt", "powr", "pow",
-                "exp", "log", "sin", "cos", "tan", "tanh", "abs", "max", "min", "piecewise")
+                "exp", "log", "sin", "cos", "tan", "tanh", "abs", "max", "min", "piecewise", "function")
 SCALAR_CONDS = ("lt", "le", "gt", "ge", "and", "or", "not")
 SCALAR_POS = ("pos_square", "pos_exp", "pos_abs")
-SCALAR_PRODUCTIONS = SCALAR_LEAVES + SCALAR_NODES + SCALAR_CONDS + SCALAR_POS
+#: The functions of issue 6 (one "function" node picks one), by the argument they get: any real
+#: number, a value in (-1, 1) (tanh(u)), > 1, > 0 (pos), > -1/4 (LambertW) or two arguments.
+SCALAR_FUNCTIONS = {
+    "real": ("cot", "sec", "csc", "atan", "acot", "sinh", "cosh", "coth", "sech", "csch", "asinh",
+             "erf", "erfc", "sinc", "sign", "heaviside", "heaviside_h0", "floor", "ceiling", "frac"),
+    "unit": ("asin", "acos", "atanh"), "above_one": ("acosh",),
+    "positive": ("gamma", "loggamma", "digamma", "polygamma"), "lambertw": ("lambertw",),
+    "two": ("atan2", "mod")}
+SCALAR_PRODUCTIONS = (SCALAR_LEAVES + SCALAR_NODES + SCALAR_CONDS + SCALAR_POS
+                      + sum(SCALAR_FUNCTIONS.values(), ()))
 
 _NUMBERS = (sp.Rational(1, 2), sp.Integer(2), sp.Integer(-3), sp.Float(0.75), sp.Rational(-2, 3))
 
@@ -119,7 +129,7 @@ def scalar_trees(draw, max_depth: int = 3) -> ScalarTree:
     def gen(d):
         if d <= 0 or draw(st.integers(0, 5)) == 3:
             return leaf()
-        p = pick(SCALAR_NODES)
+        p = pick(SCALAR_NODES + ("function",) * 4)     # 31 functions: drawn more often, each still rare
         k = d - 1
         if p == "add":
             return gen(k) + gen(k)
@@ -150,13 +160,42 @@ def scalar_trees(draw, max_depth: int = 3) -> ScalarTree:
         if p in ("max", "min"):
             n = draw(st.integers(2, 3))
             return (sp.Max if p == "max" else sp.Min)(*(gen(k) for _ in range(n)))
+        if p == "function":
+            return function(k)
         assert p == "piecewise"
         pieces = [(gen(k), cond(k)) for _ in range(draw(st.integers(1, 2)))]
         return sp.Piecewise(*pieces, (gen(k), True))
 
+    def variable(d):
+        """A subtree with a symbol in it (SymPy would fold a function of a constant away)."""
+        u = gen(d)
+        return u if u.free_symbols else u + draw(st.sampled_from(XS))
+
+    def function(k):
+        name = pick(sum(SCALAR_FUNCTIONS.values(), ()))
+        kind = next(kind for kind, names in SCALAR_FUNCTIONS.items() if name in names)
+        if kind == "two":
+            a = variable(k)
+            if name == "mod":
+                return sp.Mod(a, pos(k) * draw(st.sampled_from((1, -1))))
+            return sp.atan2(a, gen(k))
+        u = {"real": variable, "unit": lambda d: sp.tanh(variable(d)), "above_one": lambda d: pos(d) + 1,
+             "positive": pos, "lambertw": lambda d: pos(d) - sp.Rational(1, 4)}[kind](k)
+        if name == "heaviside_h0":
+            return sp.Heaviside(u, draw(st.sampled_from((sp.Integer(0), sp.Integer(1), sp.Rational(1, 3)))))
+        if name == "polygamma":
+            return sp.polygamma(draw(st.sampled_from((1, 2, 3))), u)
+        return _SYMPY_FUNCTIONS[name](u)
+
     expr = gen(max_depth)
     assume(expr.free_symbols)       # (a constant tree, often one SymPy folded, has nothing to differentiate)
+    assume(not expr.has(sp.nan, sp.zoo, sp.I))      # SymPy's value of cot(0), coth(x - x), ...
     return ScalarTree(expr, frozenset(used))
+
+
+_SYMPY_FUNCTIONS = {"ceiling": sp.ceiling, "heaviside": sp.Heaviside, "lambertw": sp.LambertW,
+                    **{n: getattr(sp, n) for n in sum(SCALAR_FUNCTIONS.values(), ())
+                       if n not in ("ceiling", "heaviside", "heaviside_h0", "lambertw") and hasattr(sp, n)}}
 
 
 # ------------------------------------------------------------------ evaluating SymPy trees
@@ -234,6 +273,9 @@ def evaluate(expr, env: dict, num: _Num, nodes: list | None = None):
                 if b < 0 and not e.exp.is_integer:
                     raise Reject("negative base of a real power")
                 return num.check(b ** x)
+            special = _SPECIAL.get(type(e))
+            if special is not None:
+                return num.check(special(num, *[ev(a) for a in e.args]))
             for cls in (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.tanh):
                 if isinstance(e, cls):
                     return num.check(getattr(num, cls.__name__)(ev(e.args[0])))
@@ -313,6 +355,84 @@ class _Min(sp.Function):
         return step if argindex == 1 else 1 - step
 
 
+class _Floor(sp.Function):
+    """floor/ceiling/Heaviside for the oracle's ``sympy.diff``: derivative 0 (away from the jumps)."""
+
+    def fdiff(self, argindex=1):
+        return sp.S.Zero
+
+
+class _Ceil(_Floor):
+    pass
+
+
+class _Heaviside(_Floor):
+    pass
+
+
+class _Frac(sp.Function):
+    def fdiff(self, argindex=1):
+        return sp.S.One
+
+
+class _Mod(sp.Function):
+    """a - b floor(a/b): derivative 1 w.r.t. a and -floor(a/b) w.r.t. b (away from the jumps)."""
+
+    def fdiff(self, argindex=1):
+        return sp.S.One if argindex == 1 else -_Floor(self.args[0] / self.args[1])
+
+
+def _real_mp(z):
+    return z.real if isinstance(z, mpmath.mpc) and z.imag == 0 else z
+
+
+def _fn(mp_fn, float_fn=None):
+    """``f(num, *args)``: mpmath in the mp backend; in float64 ``float_fn``, else mpmath at 16 digits."""
+    def f(num, *args):
+        if num.kind == "mp":
+            return _real_mp(mp_fn(*args))
+        if float_fn is not None:
+            return float_fn(*args)
+        with mpmath.workdps(16):
+            r = _real_mp(mp_fn(*(mpmath.mpf(a) for a in args)))
+        return complex(r) if isinstance(r, mpmath.mpc) else float(r)
+    return f
+
+
+def _step(num, x, h0=0.5):
+    return num.num(1) if x > 0 else num.num(0) if x < 0 else h0
+
+
+def _floor(num, x):
+    return mpmath.floor(x) if num.kind == "mp" else float(math.floor(x))
+
+
+def _mod(num, a, b):
+    return a - b * _floor(num, a / b)
+
+
+#: Values of the SymPy functions of issue 6 (and of their stand-ins in :func:`for_diff`).
+_SPECIAL = {
+    sp.cot: _fn(mpmath.cot, lambda x: 1 / math.tan(x)), sp.sec: _fn(mpmath.sec, lambda x: 1 / math.cos(x)),
+    sp.csc: _fn(mpmath.csc, lambda x: 1 / math.sin(x)), sp.asin: _fn(mpmath.asin, math.asin),
+    sp.acos: _fn(mpmath.acos, math.acos), sp.atan: _fn(mpmath.atan, math.atan),
+    sp.acot: _fn(lambda x: mpmath.acot(x) if x else mpmath.pi / 2),
+    sp.sinh: _fn(mpmath.sinh, math.sinh), sp.cosh: _fn(mpmath.cosh, math.cosh),
+    sp.coth: _fn(mpmath.coth, lambda x: 1 / math.tanh(x)), sp.sech: _fn(mpmath.sech, lambda x: 1 / math.cosh(x)),
+    sp.csch: _fn(mpmath.csch, lambda x: 1 / math.sinh(x)), sp.asinh: _fn(mpmath.asinh, math.asinh),
+    sp.acosh: _fn(mpmath.acosh, math.acosh), sp.atanh: _fn(mpmath.atanh, math.atanh),
+    sp.erf: _fn(mpmath.erf, math.erf), sp.erfc: _fn(mpmath.erfc, math.erfc),
+    sp.gamma: _fn(mpmath.gamma, math.gamma), sp.loggamma: _fn(mpmath.loggamma, math.lgamma),
+    sp.polygamma: _fn(lambda n, x: mpmath.polygamma(int(n), x)), sp.sinc: _fn(mpmath.sinc),
+    sp.LambertW: _fn(mpmath.lambertw), sp.atan2: _fn(mpmath.atan2, math.atan2),
+    sp.sign: lambda num, x: num.num((x > 0) - (x < 0)),
+    sp.Heaviside: _step, _Heaviside: _step, sp.floor: _floor, _Floor: _floor,
+    sp.ceiling: lambda num, x: -_floor(num, -x), _Ceil: lambda num, x: -_floor(num, -x),
+    sp.frac: lambda num, x: x - _floor(num, x), _Frac: lambda num, x: x - _floor(num, x),
+    sp.Mod: _mod, _Mod: _mod,
+}
+
+
 def for_diff(expr):
     """``expr`` with Abs, Max and Min as plain functions with the derivatives above (binary
     max/min chained), for ``sympy.diff``: no sign/Heaviside of unknown realness, and no
@@ -326,6 +446,9 @@ def for_diff(expr):
             return acc
         return build
     expr = expr.replace(sp.Abs, _Abs)
+    for cls, stand_in in ((sp.sign, _Sign), (sp.Heaviside, _Heaviside), (sp.floor, _Floor),
+                          (sp.ceiling, _Ceil), (sp.frac, _Frac), (sp.Mod, _Mod)):
+        expr = expr.replace(cls, stand_in)
     expr = expr.replace(sp.Max, chain(_Max))
     return expr.replace(sp.Min, chain(_Min))
 
@@ -340,6 +463,12 @@ def kink_gaps(expr) -> list:
             gaps.append(e.args[0])
         elif isinstance(e, (sp.Max, sp.Min)):
             gaps += [a - b for i, a in enumerate(e.args) for b in e.args[i + 1:]]
+        elif isinstance(e, (sp.sign, sp.Heaviside, sp.acot, sp.atan2)):   # jumps at 0 (atan2: y = 0)
+            gaps.append(e.args[0])
+        elif isinstance(e, (sp.floor, sp.ceiling, sp.frac)):              # jumps at the integers
+            gaps.append(sp.sin(sp.pi * e.args[0]))
+        elif isinstance(e, sp.Mod):
+            gaps.append(sp.sin(sp.pi * e.args[0] / e.args[1]))
     return gaps
 
 
@@ -393,7 +522,8 @@ class SymbolicOracle:
 
 # ================================================================== SymPy matrix trees
 MATRIX_PRODUCTIONS = ("matrix_symbol", "matmul", "matadd", "matsub", "transpose", "scalar_mul",
-                      "number_mul", "hadamard_product", "hadamard_power", "quadratic_form")
+                      "number_mul", "hadamard_product", "hadamard_power", "trace", "element", "explicit",
+                      "applyfunc", "quadratic_form")
 
 
 @dataclass
@@ -461,6 +591,17 @@ def matrix_trees(draw, max_depth: int = 3) -> MatrixTree:
             return draw(st.sampled_from((sp.Integer(2), sp.Rational(-1, 2), sp.Float(1.5)))) * gen(shape, k)
         if p == "hadamard_product":
             return sp.HadamardProduct(gen(shape, k), gen(shape, k))
+        if p == "trace":                       # a scalar tr(M) times a matrix
+            m = draw(dim)
+            return sp.Trace(gen((m, m), k)) * gen(shape, k)
+        if p == "element":                     # an element M[p, q] of a matrix expression times a matrix
+            m, n = draw(dim), draw(dim)
+            return gen((m, n), k)[draw(st.integers(0, m - 1)), draw(st.integers(0, n - 1))] * gen(shape, k)
+        if p == "explicit":                    # an explicit Matrix of scalar entries
+            inner = gen(shape, k)
+            return sp.ImmutableMatrix(r, c, lambda i, j: inner[i, j] * S_MAT + (i - j))
+        if p == "applyfunc":
+            return gen(shape, k).applyfunc(draw(st.sampled_from((sp.sin, sp.exp, sp.tanh))))
         assert p == "hadamard_power"
         return sp.HadamardPower(gen(shape, k), draw(st.sampled_from((2, 3))))
 
@@ -476,6 +617,9 @@ def matrix_trees(draw, max_depth: int = 3) -> MatrixTree:
 def matrix_oracle(tree: MatrixTree):
     """The tree written per element: a SymPy scalar in the matrix entries, and the entries per arg."""
     explicit = tree.expr.as_explicit()[0, 0]
+    explicit = explicit.replace(lambda e: isinstance(e, sp.Trace), lambda e: e.arg.as_explicit().trace())
+    explicit = explicit.replace(lambda e: isinstance(e, MatrixElement) and not isinstance(e.parent, sp.MatrixSymbol),
+                                lambda e: e.parent.as_explicit()[e.i, e.j])
     entries = []
     for a in tree.args:
         if isinstance(a, sp.MatrixSymbol):
@@ -495,7 +639,7 @@ ARRAY_NODES = UNARY + (
     "neg", "log", "sqrt", "powc", "powc_pos", "pow", "leaky_relu", "elu",
     "add", "sub", "mul", "div", "maximum", "minimum", "where", "binary_cross_entropy",
     "sum", "mean", "sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool", "mse",
-    "matmul", "transpose", "maxout", "pick", "softmax_cross_entropy", "svm_hinge", "slice")
+    "logsumexp", "logsumexp_axis", "matmul", "transpose", "maxout", "pick", "softmax_cross_entropy", "svm_hinge", "slice")
 ARRAY_EXTRA = ("broadcast", "unused_input", "lt", "le", "gt", "ge", "pos_square", "pos_exp", "pos_abs", "pos_softplus")
 ARRAY_PRODUCTIONS = ARRAY_LEAVES + ARRAY_NODES + ARRAY_EXTRA
 
@@ -711,9 +855,9 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
         if r <= 2:
             out.append("matmul")
         if r <= 1 or (r == 2 and rank3):     # rank-3 operands: rarely (Numba compiles them slowly)
-            out += ["sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool"]
+            out += ["sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool", "logsumexp_axis"]
         if r == 0:
-            out += ["sum", "mean", "mse"] * (3 if top else 1)
+            out += ["sum", "mean", "mse"] * (3 if top else 1) + ["logsumexp"]
         if r == 2:
             out.append("transpose")
         if r >= 1 and isinstance(shape[-1], int) and shape[-1] <= 3:
@@ -820,6 +964,10 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
             child = gen(any_shape(), k)
             f = np.sum if p == "sum" else np.mean
             return Node(f"{p}({child.text})", shape, lambda c: f(child.fn(c)))
+        if p == "logsumexp":          # over the whole array: ln(sum(exp)) written plainly
+            child = gen(any_shape(), k)
+            return Node(f"logsumexp({child.text})", shape,
+                        lambda c: c[1].log(np.sum(c[1].seen(c[1].exp(child.fn(c))))))
         if p == "mse":
             a = gen(any_shape(), k)
             b = gen(suffix(a.shape), k)
@@ -830,7 +978,7 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
                 d = a.fn(c) - b.fn(c)
                 return np.sum(d * d) / d.size
             return Node(f"mse({a.text}, {b.text})", shape, mse)
-        if p in ("sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool"):
+        if p in ("sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool", "logsumexp_axis"):
             axis = draw(st.integers(0, len(shape)))
             child_shape = shape[:axis] + (draw(any_dim),) + shape[axis:]
             spell = axis - len(child_shape) if draw(st.booleans()) else axis    # also negative axes
@@ -838,6 +986,9 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
                 child = pos(child_shape, k)
             else:
                 child = gen(child_shape, k)
+            if p == "logsumexp_axis":
+                return Node(f"logsumexp({child.text}, axis={spell})", shape,
+                            lambda c: c[1].log(np.sum(c[1].seen(c[1].exp(child.fn(c))), axis=axis)))
             if p in ("sum_axis", "mean_axis"):
                 name = p[:-5]
                 f = np.sum if name == "sum" else np.mean

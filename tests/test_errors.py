@@ -61,6 +61,7 @@ def test_spec_error_names_file_line_and_column(tmp_path):
     with pytest.raises(SpecError) as info:
         build(path)
     assert info.value.where == "m.toml:11:44" and str(info.value).startswith("m.toml:11:44: undefined name 'bb'")
+    assert info.value.hint == "did you mean 'b'?" and str(info.value).endswith(" (did you mean 'b'?)")
 
 
 def test_shape_error_names_the_place_and_both_shapes(tmp_path):
@@ -70,13 +71,15 @@ def test_shape_error_names_the_place_and_both_shapes(tmp_path):
         build(path)
     assert info.value.where == "m.toml:11:36"
     assert "matmul" in info.value.message and "%W:f64[3,k]" in info.value.message and "%X:f64[batch,3]" in info.value.message
+    assert "the last dimension of the left operand must equal the first of the right" in info.value.hint
 
 
 def test_unsupported_error_names_the_class_and_the_expression():
     x = sp.Symbol("x")
-    with pytest.raises(UnsupportedError) as info:
-        build(sp.gamma(x) + x, args=[x])
-    assert "gamma" in info.value.message and info.value.where == "x + gamma(x)"
+    with pytest.raises(UnsupportedError) as info:        # an undefined function: never compilable
+        build(sp.Function("g")(x) + x, args=[x])
+    assert "SymPy class g" in info.value.message and info.value.where == "x + g(x)"
+    assert info.value.hint and "README" in str(info.value)
 
 
 def test_verify_error_names_the_op_and_the_value():
@@ -86,6 +89,7 @@ def test_verify_error_names_the_op_and_the_value():
     with pytest.raises(VerifyError) as info:
         verify(fn)
     assert info.value.where == "hand.ir:2:5" and "exp gives f64[] but %t is declared f64[3]" in str(info.value)
+    assert "report it as a bug" in info.value.hint
 
 
 def test_cache_error_names_the_file(tmp_path):
@@ -95,6 +99,7 @@ def test_cache_error_names_the_file(tmp_path):
     with pytest.raises(CacheError) as info:
         gradc.load(out)
     assert info.value.where == str(out)
+    assert "verify=False" in info.value.hint
 
 
 def test_base_error_for_a_file_gradc_did_not_write(tmp_path):
@@ -105,8 +110,24 @@ def test_base_error_for_a_file_gradc_did_not_write(tmp_path):
 
 
 def test_messages_stay_on_one_line_whatever_the_input():
-    err = SpecError("unknown key 'a\nb\u2028c'", "f\r.toml:1")
-    assert str(err) == "f\\r.toml:1: unknown key 'a\\nb\\u2028c'"
+    err = SpecError("unknown key 'a\nb\u2028c'", "f\r.toml:1", "drop 'x\ny'")
+    assert str(err) == "f\\r.toml:1: unknown key 'a\\nb\\u2028c' (drop 'x\\ny')"
+
+
+@pytest.mark.parametrize("cls", [GradcError, SpecError, ShapeError, UnsupportedError, VerifyError, ArgumentError,
+                                 CacheError])
+def test_every_error_class_has_a_hint(cls):
+    """A raise site that gives no hint gets the class's default hint; an explicit hint replaces
+    it. (The base class, raised directly only for command-line options and output paths whose
+    message says what to write, has none.)"""
+    err = cls("something is wrong", "here.toml:1:2")
+    if cls is GradcError:
+        assert err.hint is None and str(err) == "here.toml:1:2: something is wrong"
+        return
+    assert err.hint and err.hint == cls.default_hint
+    assert str(err) == f"here.toml:1:2: something is wrong ({cls.default_hint})"
+    assert "\n" not in str(err)
+    assert cls("m", "w", "do this").hint == "do this"
 
 
 # ------------------------------------------------------------------ the CLI

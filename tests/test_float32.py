@@ -36,7 +36,7 @@ u = { dtype = "float32", init = "constant", value = 0.7 }
 lam = "1e-3"
 s = "X @ W * 2.5 - 1 / 3 + u"
 e = "softplus(s) + log_sigmoid(s) + elu(s, 0.5) + leaky_relu(s) + relu(s) + s ** -2 + abs(s) ** 1.5"
-l = "softmax_cross_entropy(s, y) + svm_hinge(s, y) + pick(s, y) + max_pool(s, axis=1) + logavg_pool(s, 2.0, axis=1) + lp_pool(sigmoid(s), 3.0, axis=1) + sum(maxout(s, 3), axis=1)"
+l = "softmax_cross_entropy(s, y) + svm_hinge(s, y) + pick(s, y) + max_pool(s, axis=1) + logavg_pool(s, 2.0, axis=1) + lp_pool(sigmoid(s), 3.0, axis=1) + sum(maxout(s, 3), axis=1) + logsumexp(s, axis=1) + logsumexp(X) / 8"
 loss = "sum(e * binary_cross_entropy(s, t)) + mean(l) + mse(s, t) + sum(mean(where(s > 0, s, t), axis=0)) + lam * sum(W ** 2) + u * u"
 
 [output]

@@ -183,6 +183,65 @@ def test_logavg_pool_against_mpmath(c, name, beta):
                 close(float(g[i, j]), mp.exp(B * xs[j]) / total, f"dlogavg/dx[{j}]({row})")
 
 
+LSE_ALL = """\
+[inputs]
+x = { shape = ["n"] }
+[graph]
+v = "logsumexp(x)"
+[output]
+value = "v"
+wrt = ["x"]
+"""
+LSE_ROWS = """\
+[inputs]
+S = { shape = ["r", 3] }
+[graph]
+v = "sum(logsumexp(S, axis=1))"
+[output]
+value = "v"
+wrt = ["S"]
+"""
+
+
+def test_logsumexp_against_mpmath():
+    """``logsumexp`` (ln Σ exp, over an axis or everything): M + log1p(Σ_{j≠argmax} exp(x_j - M)),
+    so it neither overflows at ±1e3 nor loses a dominant entry's tiny remainder (at [1e-5, -40]
+    the value is 1e-5 + 4.2e-18: log(Σ exp) of the shifted terms, or a mean-based form, would
+    lose those digits); the gradient is softmax(x)."""
+    c, rows_c = compiled(LSE_ALL), compiled(LSE_ROWS)
+    rng = np.random.default_rng(11)
+    rows = np.concatenate([ROWS, [[1e-5, -40.0, -1000.0], [0.0, -40.0, -40.0], [-1e-5, -745.0, 0.0]],
+                           rng.uniform(-1000, 1000, (10, 3)), rng.normal(0, 30, (10, 3))])
+    vectors = [np.array(LOGITS), rng.uniform(-1000, 1000, 7), np.array([1000.0]), np.array([-1000.0, -1000.0])]
+    with mp.workdps(50):
+        for i, row in enumerate(rows):
+            xs = [mp.mpf(v) for v in row]
+            lse = mp.log(mp.fsum(mp.exp(v) for v in xs))
+            value, (gS,) = rows_c.value_and_grad(rows[i:i + 1])
+            close(float(value), lse, f"logsumexp({row})")
+            for j in range(3):
+                close(float(gS[0, j]), mp.exp(xs[j] - lse), f"dlogsumexp/dx[{j}]({row})")
+        _, (gS,) = rows_c.value_and_grad(rows)                       # all rows at once: the same gradients
+        for i, row in enumerate(rows):
+            xs = [mp.mpf(v) for v in row]
+            lse = mp.log(mp.fsum(mp.exp(v) for v in xs))
+            for j in range(3):
+                close(float(gS[i, j]), mp.exp(xs[j] - lse), f"dlogsumexp/dx[{j}]({row}) in a batch")
+        for x in vectors:
+            xs = [mp.mpf(v) for v in x]
+            lse = mp.log(mp.fsum(mp.exp(v) for v in xs))
+            value, (gx,) = c.value_and_grad(x)
+            close(float(value), lse, f"logsumexp({x})")
+            for j in range(len(x)):
+                close(float(gx[j]), mp.exp(xs[j] - lse), f"dlogsumexp/dx[{j}]({x})")
+    # special values: -inf entries drop out, +inf wins, NaN propagates, an empty row is -inf
+    inf, nan = math.inf, math.nan
+    f = lambda x: c.forward(np.array(x, dtype=np.float64))                          # noqa: E731
+    assert f([-inf, 0.0]) == 0.0 and f([-inf, -inf]) == -inf and f([inf, 1.0]) == inf
+    assert math.isnan(f([nan, 1.0])) and math.isnan(f([1.0, nan])) and math.isnan(f([inf, nan]))
+    assert f([]) == -inf
+
+
 # ------------------------------------------------------------------ IEEE special values
 def test_nan_and_inf_inputs_propagate_without_exceptions(c):
     nan, inf = math.nan, math.inf
@@ -238,3 +297,22 @@ def test_zero_input_to_lp_pool_gradient_is_nan_not_an_exception():
     value, (g,) = e.value_and_grad(np.array([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0]]))
     assert value == 5.0
     assert np.isnan(g[0]).all() and np.allclose(g[1], [0.6, 0.8, 0.0])
+
+
+def test_pooling_propagates_nan_and_inf():
+    """Found auditing issue 5: lp_pool's scale s = max |x_i| was taken with max(), which drops a
+    NaN (max(0.0, nan) is 0.0), so a row with a NaN pooled to 0; and an infinite entry gave
+    inf/inf = NaN instead of inf. logavg_pool likewise shifted by an infinite maximum (inf - inf)."""
+    nan, inf = math.nan, math.inf
+    e = compiled('[inputs]\nx = { shape = [2, 3] }\n[graph]\nv = "sum(lp_pool(x, 2.0, axis=1))"\n'
+                 '[output]\nvalue = "v"\nwrt = ["x"]\n')
+    for row, want in (([nan, 1.0, 2.0], nan), ([1.0, 2.0, nan], nan), ([inf, 1.0, 2.0], inf),
+                      ([inf, nan, 1.0], nan), ([nan, inf, 1.0], nan), ([0.0, 0.0, 0.0], 0.0)):
+        got = e.forward(np.array([row, [3.0, 4.0, 0.0]]))
+        assert (math.isnan(got) if math.isnan(want) else got == want + 5.0), (row, got)
+    c = compiled(SPEC)
+    for name, row, want in (("p", [inf, 1.0, 2.0], inf), ("p", [-inf, -inf, -inf], -inf), ("p", [-inf, 0.0, 0.0],
+                            math.log(2 / 3)), ("p", [inf, nan, 0.0], nan), ("p", [nan, inf, 0.0], nan),
+                            ("q", [-inf, 1.0, 2.0], -inf), ("q", [inf, inf, inf], inf), ("q", [-inf, nan, 0.0], nan)):
+        got = c.forward(*empty_args(**{name: np.array([row])}))
+        assert (math.isnan(got) if math.isnan(want) else got == pytest.approx(want, rel=1e-15)), (name, row, got)

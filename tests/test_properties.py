@@ -270,7 +270,10 @@ def test_compiling_the_same_tree_twice_gives_identical_files(tree):
 
 
 _SREPR_NAMES = """{**vars(sp), "Str": sp.core.symbol.Str,
-                   "ExprCondPair": sp.functions.elementary.piecewise.ExprCondPair}"""
+                   "ExprCondPair": sp.functions.elementary.piecewise.ExprCondPair,
+                   "MatrixElement": sp.matrices.expressions.matexpr.MatrixElement,
+                   "ElementwiseApplyFunction": __import__("sympy.matrices.expressions.applyfunc",
+                                                          fromlist=["_"]).ElementwiseApplyFunction}"""
 
 
 def from_srepr(text: str):

@@ -197,7 +197,9 @@ def test_disallowed_constructs(tmp_path, expr, col, what):
     ("params", "lambda"), ("params", "class"), ("params", "__W"),
     ("graph", "lambda"), ("graph", "class"), ("graph", "__h"), ("graph", "__builtins__"),
     ("inputs", "np"), ("params", "numba"), ("graph", "value_and_grad"), ("graph", "forward"),
-    ("inputs", "ARGS"), ("params", "x-y"), ("inputs", "é"),
+    ("inputs", "ARGS"), ("params", "x-y"), ("inputs", "é"), ("params", "math"), ("graph", "np"),
+    ("inputs", "match"), ("graph", "None"), ("params", "__init__"), ("inputs", "CLASSES"),
+    ("params", "value_and_grad_into"),
 ])
 def test_bad_names(tmp_path, section, name):
     key = f'"{name}"' if not re.match(r"[A-Za-z0-9_]+\Z", name) else name
@@ -214,8 +216,8 @@ def test_bad_names(tmp_path, section, name):
     msg = fails(tmp_path, text)
     assert re.match(rf"bad\.toml:{line}:\d+: ", msg), msg
     assert repr(name) in msg and "not allowed" in msg
-    assert ("keyword" in msg) == (name in ("lambda", "class"))
-    if name in ("np", "numba", "value_and_grad", "forward", "ARGS"):
+    assert ("keyword" in msg) == (name in ("lambda", "class", "match", "None"))
+    if name in ("np", "numba", "math", "value_and_grad", "forward", "ARGS", "CLASSES", "value_and_grad_into"):
         assert "reserved" in msg
 
 
@@ -437,6 +439,44 @@ def test_non_ascii_in_expressions(tmp_path, expr, col, what):
     msg = fails(tmp_path, spec_with(expr))
     assert msg.startswith(f"bad.toml:12:{col}: character {what}"), msg
     assert "expressions are ASCII" in msg
+
+
+LOOKALIKES = [("\uff58", "x", "U+FF58 (FULLWIDTH LATIN SMALL LETTER X)"),
+              ("\u210c", "H", "U+210C (BLACK-LETTER CAPITAL H)"),
+              ("\U0001d42f", "v", "U+1D42F (MATHEMATICAL BOLD SMALL V)"),
+              ("W\u2080", "W0", "U+2080 (SUBSCRIPT ZERO)"),
+              ("\u0445", None, "U+0445 (CYRILLIC SMALL LETTER HA)")]       # no NFKC fold, still not ASCII
+
+
+@pytest.mark.parametrize("place", ["input", "param", "graph", "dimension", "model"])
+@pytest.mark.parametrize("name, folded, what", LOOKALIKES, ids=["fullwidth_x", "blackletter_H", "bold_v",
+                                                                "subscript_0", "cyrillic_ha"])
+def test_unicode_lookalike_names_are_rejected_before_they_can_collide(tmp_path, place, name, folded, what):
+    """Python folds identifiers by NFKC ('ｘ' is x, 'ℌ' is H): a spec declaring both ``x`` and
+    ``"ｘ"`` would give two arguments of the same name in the generated code (or one name
+    silently standing for another). Every name that reaches the code must be ASCII; the error
+    names the place, the character and what Python would have read."""
+    ascii_name = folded or "q"
+    key = f'"{name}"'
+    if place == "input":        # the ASCII twin declared first: the look-alike would collide with it
+        text = f'[inputs]\n{ascii_name} = {{}}\n{key} = {{}}\n[graph]\nf = "{ascii_name}"\n[output]\nvalue = "f"\n'
+        line, what_name = 3, "input"
+    elif place == "param":
+        text = f'[inputs]\n{ascii_name} = {{}}\n[params]\n{key} = {{}}\n[graph]\nf = "{ascii_name}"\n[output]\nvalue = "f"\n'
+        line, what_name = 4, "parameter"
+    elif place == "graph":
+        text = f'[inputs]\n{ascii_name} = {{}}\n[graph]\n{key} = "{ascii_name}"\nf = "{ascii_name}"\n[output]\nvalue = "f"\n'
+        line, what_name = 4, "graph entry"
+    elif place == "dimension":
+        text = f'[inputs]\nv = {{ shape = [{key}] }}\n[graph]\nf = "sum(v)"\n[output]\nvalue = "f"\n'
+        line, what_name = 2, "dimension"
+    else:
+        text = f'[model]\nname = {key}\n[inputs]\nv = {{}}\n[graph]\nf = "v"\n[output]\nvalue = "f"\n'
+        line, what_name = 2, "model"
+    msg = fails(tmp_path, text)
+    assert re.match(rf"bad\.toml:{line}:\d+: {what_name} name {name!r} is not allowed: names must be ASCII", msg), msg
+    assert what in msg
+    assert (f"Python would read the name as {folded!r}" in msg) == (folded is not None), msg
 
 
 @pytest.mark.parametrize("name", ["np", "numba", "math", "value_and_grad", "forward", "ARGS", "__import__",

@@ -1,4 +1,4 @@
-"""gradc: the generated module's ``value_and_grad`` and ``forward``.
+"""gradc: the generated module's ``value_and_grad`` and ``forward``, called bare (``m.raw``).
 
 The parent sets ``GRADC_CACHE_DIR``: a fresh folder for the cold run, the
 same folder again for the warm run (a second process), so ``build`` (which is
@@ -56,6 +56,12 @@ def build(case, inputs) -> Impl:
         value, grads = out
         return float(value), {n: np.asarray(g) for n, g in zip(wrt, grads)}
 
-    return Impl(m.value_and_grad, m.forward, args, unpack,
+    # the bare Numba dispatchers (what a hot loop calls; README "m.raw"): the checked wrappers
+    # (m.value_and_grad) add a Python-level argument check of a few microseconds per call
+    extra = None
+    if m.raw.value_and_grad_into is not None:   # output buffers: the gradients into preallocated arrays
+        bufs = tuple(np.empty_like(inputs[w]) for w in wrt if np.ndim(inputs[w]))
+        extra = {"vg_into": (m.raw.value_and_grad_into, args + bufs)}
+    return Impl(m.raw.value_and_grad, m.raw.forward, args, unpack, extra=extra,
                 info={"codegen_s": codegen, "module": m.path.name, "wrt": list(wrt),
                       **({"sympy_ops": _OPS[case.name]} if case.name in _OPS else {})})

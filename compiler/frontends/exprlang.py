@@ -128,9 +128,20 @@ FUNCTIONS = {
     "max_pool": Signature(("x",), _op("max_pool"), keywords=(POOL_AXIS,)),
     "lp_pool": Signature(("x",), _op("lp_pool"), consts=(Const("p"),), keywords=(POOL_AXIS,)),
     "logavg_pool": Signature(("x",), _op("logavg_pool"), consts=(Const("beta"),), keywords=(POOL_AXIS,)),
+    "logsumexp": Signature(("x",), _reduce("logsumexp"), keywords=(AXIS,)),
     # losses
     "binary_cross_entropy": Signature(("logits", "y"), _binary("binary_cross_entropy")),
     "svm_hinge": Signature(("scores", "y"), _binary("svm_hinge")),
+    # functions (issue 6, docs/sympy_functions.md)
+    **{name: Signature(("x",), _unary(name)) for name in (
+        "cot", "sec", "csc", "asin", "acos", "atan", "acot", "sinh", "cosh", "coth", "sech", "csch",
+        "asinh", "acosh", "atanh", "erf", "erfc", "gamma", "loggamma", "digamma", "sinc", "lambertw",
+        "sign", "floor", "ceil", "frac")},
+    "lgamma": Signature(("x",), _unary("loggamma")),
+    "atan2": Signature(("y", "x"), _binary("atan2")),
+    "mod": Signature(("a", "b"), _binary("mod")),
+    "polygamma": Signature(("x",), _op("polygamma"), consts=(Const("n", "int"),)),
+    "heaviside": Signature(("x",), _op("heaviside"), consts=(Const("h0", "number", 0.5),)),
 }
 
 

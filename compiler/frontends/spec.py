@@ -26,11 +26,12 @@ import hashlib
 import math
 import re
 import tomllib
+import unicodedata
 
 from ..errors import GradcError, SpecError
 from ..ir import Builder, Function, Namer, Value, check_identifier
 from . import Lowered
-from .exprlang import ExprLowerer, names_used
+from .exprlang import ExprLowerer, _char_name, names_used
 
 SECTIONS = ("model", "inputs", "params", "graph", "output")
 INITS = {"zeros": (), "ones": (), "constant": ("value",), "normal": ("std",), "uniform": ("scale",),
@@ -89,7 +90,16 @@ def _table(doc: dict, name: str, places: _Places, required: bool = True) -> dict
 def _name(name: str, where: str, what: str) -> str:
     why = check_identifier(name)
     if why:
-        raise SpecError(f"{what} name {name!r} is not allowed: {why}", where)
+        hint = None
+        odd = next((ch for ch in name if not " " <= ch <= "~"), None) if isinstance(name, str) else None
+        if odd is not None:
+            # Python folds identifiers by NFKC ('ｘ' is 'x', 'ℌ' is 'H'): a look-alike would
+            # collide with, or impersonate, another name in the generated code
+            folded = unicodedata.normalize("NFKC", name)
+            hint = (f"{_char_name(odd)} is not ASCII"
+                    + (f"; Python would read the name as {folded!r}" if folded != name and folded.isidentifier()
+                       else ""))
+        raise SpecError(f"{what} name {name!r} is not allowed: {why}", where, hint)
     return name
 
 

@@ -121,4 +121,4 @@ def check_axis(v, axis) -> int:
     return axis % v.rank
 
 
-from . import elementwise, select, reduce, linalg, loss, index  # noqa: E402,F401  (fills OPS)
+from . import elementwise, select, reduce, linalg, loss, index, functions  # noqa: E402,F401  (fills OPS)

@@ -27,13 +27,14 @@ constants (slope, alpha) are static attributes of the op:
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 from ..errors import ShapeError
 from . import elementwise_float, need_float, register
 
 
-def _reg(name, infer, vjp, note="", fold=None):
-    register(name, infer, vjp, note, fold, family="elementwise")
+def _reg(name, infer, vjp, note="", fold=None, helpers=()):
+    register(name, infer, vjp, note, fold, helpers=helpers, family="elementwise")
 
 
 def _const_rule(args, attrs):
@@ -42,7 +43,7 @@ def _const_rule(args, attrs):
 
 def _powc_rule(args, attrs):
     need_float(args[0])
-    if not isinstance(attrs.get("p"), float) or not math.isfinite(attrs["p"]):
+    if not isinstance(attrs.get("p"), (float, Fraction)) or not math.isfinite(attrs["p"]):
         raise ShapeError("the exponent must be a finite number")
     return args[0].dtype, args[0].shape
 
@@ -70,7 +71,7 @@ _reg("div", elementwise_float,
 _reg("neg", _unary, lambda b, s, g: [b.emit("neg", g)], "neg: -g", lambda x: -x)
 _reg("powc", _powc_rule,
      lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.attr["p"],
-                                               b.emit("powc", s.args[0], p=s.attr["p"] - 1.0)))],
+                                               b.emit("powc", s.args[0], p=s.attr["p"] - 1)))],
      "pow: d(x^p) = p x^(p-1)")
 _reg("pow", elementwise_float,
      lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.args[1],
@@ -79,7 +80,8 @@ _reg("pow", elementwise_float,
      "pow: d(x^y) = y x^(y-1) dx + x^y log(x) dy", lambda x, y: x ** y)
 
 # unary math
-_reg("exp", _unary, lambda b, s, g: [b.emit("mul", g, s.out)], "exp: exp' = exp (reuses the result)", math.exp)
+_reg("exp", _unary, lambda b, s, g: [b.emit("mul", g, s.out)], "exp: exp' = exp (reuses the result)", math.exp,
+     helpers=("vmath",))
 _reg("log", _unary, lambda b, s, g: [b.emit("div", g, s.args[0])], "log: 1/x", math.log)
 _reg("sqrt", _unary, lambda b, s, g: [b.emit("div", b.emit("mul", 0.5, g), s.out)],
      "sqrt: 1/(2 sqrt(x)) (reuses the result)", math.sqrt)
@@ -89,11 +91,11 @@ _reg("cos", _unary, lambda b, s, g: [b.emit("neg", b.emit("mul", g, b.emit("sin"
 _reg("tan", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("add", 1.0, b.emit("mul", s.out, s.out)))],
      "tan: 1 + tan^2 (reuses the result)", math.tan)
 _reg("tanh", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sub", 1.0, b.emit("mul", s.out, s.out)))],
-     "tanh: 1 - t^2 (reuses the result)", math.tanh)
+     "tanh: 1 - t^2 (reuses the result)", math.tanh, helpers=("vmath",))
 # sigmoid' = s(1 - s), computed as s(x) s(-x): for x = 40, 1 - s rounds to 0 but s(-40) = 4.2e-18
 _reg("sigmoid", _unary,
      lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.out, b.emit("sigmoid", b.emit("neg", s.args[0]))))],
-     "sigmoid: s(1 - s) = s(x) s(-x) (reuses the result)", lambda x: _sigmoid(x))
+     "sigmoid: s(1 - s) = s(x) s(-x) (reuses the result)", lambda x: _sigmoid(x), helpers=("vmath",))
 _reg("relu", _unary,
      lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0), g, 0.0)],
      "relu: routes g where x > 0 (relu'(0) = 0)", lambda x: max(x, 0.0))

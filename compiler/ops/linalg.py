@@ -5,6 +5,7 @@ vector-matrix [k]@[k,n] and the dot product [k]@[k]. Its adjoint is the
 standard pair dA = G Bᵀ, dB = Aᵀ G (CS231n notes "Derivatives, Backpropagation,
 and Vectorization"; for ‖Wx‖²: ∇W = 2q xᵀ, ∇x = 2Wᵀq) with outer products
 for the vector cases. ``item`` turns a 1×1 matrix (SymPy's ``x.T*x``) into a scalar.
+``trace`` (SymPy's Trace) has the adjoint ``eye(g, X) = g I``, whose adjoint is the trace again.
 """
 from __future__ import annotations
 
@@ -78,6 +79,29 @@ register("transpose", _transpose_rule, lambda b, s, g: [b.emit("transpose", g)],
          "transpose: transposes g", family="linalg")
 register("outer", _outer_rule,
          lambda b, s, g: [b.emit("matmul", g, s.args[1]), b.emit("matmul", s.args[0], g)],
-         "outer: d(abᵀ) = G b, Gᵀ a", family="linalg")
+         "outer: d(abᵀ) = G b, Gᵀ a", helpers=("outer",), family="linalg")
 register("item", _item_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
          "item: fills a 1x1 array with g", family="linalg")
+
+
+# ------------------------------------------------------------ trace (issue 6: SymPy's Trace)
+def _trace_rule(args, attrs):
+    (x,) = args
+    need_float(x)
+    if x.rank != 2 or x.shape[0] != x.shape[1]:
+        raise ShapeError(f"trace needs a square matrix, got {fmt(x)}")
+    return x.dtype, ()
+
+
+def _eye_rule(args, attrs):
+    g, like = args
+    _trace_rule([like], attrs)
+    if g.shape != ():
+        raise ShapeError(f"eye scales the identity by a scalar, got {fmt(g)}")
+    return float_dtype(g, like), like.shape
+
+
+register("trace", _trace_rule, lambda b, s, g: [b.emit("eye", g, s.args[0])],
+         "trace: d tr(X) = g I", family="linalg")
+register("eye", _eye_rule, lambda b, s, g: [b.emit("trace", g), None],
+         "eye: the trace of G", family="linalg")

@@ -86,13 +86,13 @@ def _expand_vjp(b, s, g):
 
 register("sum", _reduce_rule,
          lambda b, s, g: [b.emit("expand", g, s.args[0], axis=s.attr.get("axis"))],
-         "sum: copies g to every summed element", family="reduce")
+         "sum: copies g to every summed element", helpers=("sum_axis",), family="reduce")
 register("mean", _reduce_rule,
          lambda b, s, g: [b.emit("expand", b.emit("div", g, b.emit("size", s.args[0], axis=s.attr.get("axis"))),
                                  s.args[0], axis=s.attr.get("axis"))],
-         "mean: copies g/n to every element", family="reduce")
+         "mean: copies g/n to every element", helpers=("sum_axis",), family="reduce")
 register("sum_to", _sum_to_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
-         "sum_to: broadcasts g back", family="reduce")
+         "sum_to: broadcasts g back", helpers=("sum_axis",), family="reduce")
 register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce")
 register("size", _size_rule, None, family="reduce")
 
@@ -182,3 +182,18 @@ register("logavg_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("logavg_p
 register("maxout", _maxout_rule, lambda b, s, g: [b.emit("maxout_vjp", g, s.args[0], k=s.attr["k"])],
          "maxout: routes g to the winning piece (ties to the first)", helpers=("maxout",), family="reduce")
 register("maxout_vjp", _maxout_vjp_rule, None, helpers=("maxout_vjp",), family="reduce")
+
+
+# ------------------------------------------------------------ log-sum-exp (issue 5: numerics)
+def _logsumexp_vjp(b, s, g):
+    """g softmax(x) = g exp(x - y), with y the op's own result (each factor <= 1: no overflow)."""
+    x, axis = s.args[0], s.attr.get("axis")
+    soft = b.emit("exp", b.emit("sub", x, b.emit("expand", s.out, x, axis=axis)))
+    return [b.emit("mul", b.emit("expand", g, x, axis=axis), soft)]
+
+
+# logsumexp(x; axis): ln Σ_i exp(x_i) over one axis or (axis None) the whole array, computed as
+# M + log1p(Σ_{i ≠ argmax} exp(x_i - M)) with M the (first) maximum: finite for any finite input,
+# and a dominant entry keeps the tiny rest that log(1 + 1e-30) would round away.
+register("logsumexp", _reduce_rule, _logsumexp_vjp, "logsumexp: g softmax(x) = g exp(x - y)",
+         helpers=("logsumexp",), family="reduce")

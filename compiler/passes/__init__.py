@@ -5,6 +5,7 @@
 * :func:`cse` — common-subexpression elimination;
 * :func:`dce` — dead-code elimination (keeps what the outputs need);
 * :func:`coalesce_aliases` — give temporaries the name of the alias that binds them;
+* :func:`reroll` — a long sum of like scalar terms becomes a sum over constant tables (a loop);
 * :func:`optimize` — all of them, to a fixed point.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .cse import cse
 from .dce import dce
 from .fold import fold_constants
+from .reroll import reroll
 from .simplify import coalesce_aliases, simplify
 
 

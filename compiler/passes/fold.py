@@ -3,23 +3,31 @@
 Uses each op's ``fold`` function from the op table. Results that are not
 finite (log(0), 1/0) are left unfolded so the generated code shows the op.
 ``size`` folds when the shape is concrete; an ``alias`` of a constant becomes
-the constant.
+the constant. Exact operands (``Fraction`` constants from SymPy's Rational)
+fold exactly where the op's fold function keeps them exact (+ - * /, integer powers).
 """
 from __future__ import annotations
 
 import math
 import struct
+from fractions import Fraction
 
 from ..ir import Stmt
 from ..ops import OPS
 
 
+def _exact(value):
+    """An exact Fraction (from SymPy's Rational operands) stays exact; anything else is a float."""
+    return value if isinstance(value, Fraction) else float(value)
+
+
 def _const_stmt(s, value):
     if s.out.dtype == "f32":                 # a float32 constant holds a float32 number
+        value = float(value)
         value = struct.unpack("f", struct.pack("f", value))[0] if abs(value) < 3.4e38 else value
-        attrs = (("dtype", "f32"), ("shape", ()), ("value", float(value)))
+        attrs = (("dtype", "f32"), ("shape", ()), ("value", value))
     else:
-        attrs = (("shape", ()), ("value", float(value)))
+        attrs = (("shape", ()), ("value", _exact(value)))
     return Stmt("const", (), s.out, attrs, s.loc, s.note, s.adjoint)
 
 
@@ -58,6 +66,6 @@ def fold_constants(fn):
         if value is None:
             stmts.append(s)
         else:
-            consts[id(s.out)] = float(value)
+            consts[id(s.out)] = _exact(value) if s.out.dtype == "f64" else float(value)
             stmts.append(_const_stmt(s, value))
     return fn.replace(stmts)
