@@ -13,6 +13,11 @@ in a fresh process with an empty Numba cache, the first call of the generated
 
 Options: ``--points 22,88,250,352`` (the default: about 1k, 4k, 11k and 16k nodes),
 ``--repeats 3``, ``--numba-timeout 600``, ``--no-numba``.
+
+``--unlike 200,800`` adds a second table: a sum of that many *unlike* terms
+(:func:`unlike_expression`, which the re-roll pass cannot turn into a loop), its
+module split into parts (:mod:`gradc.passes.split`) and, for comparison, in one
+function (``PART_STMTS`` set out of reach): the first call of each, cold.
 """
 from __future__ import annotations
 
@@ -43,6 +48,24 @@ def fit_expression(n_points: int, seed: int = 0):
             + sp.sin(a * x + b) * sp.cos(c * x - d) / (1 + e ** 2 * x ** 2)
         terms.append((sp.Float(float(yj)) - model) ** 2)
     return sp.Add(*terms), list(ARGS)
+
+
+def unlike_expression(n_terms: int, seed: int = 0, n_vars: int = 6):
+    """A sum of ``n_terms`` terms ``f(c₀ xᵢ + c₁ xⱼ xₗ) · g(c₂ xₗ)`` with f, g drawn from nine
+    functions (sin, cos, exp, tanh, atan, log(1+u²), sqrt(1+u²), u³, 1/(1+u²)), three distinct
+    arguments among ``n_vars`` and 4-digit coefficients: terms of thousands of different shapes,
+    about 18 SymPy nodes each. Returns the expression and its arguments x0, x1, ..."""
+    rng = np.random.default_rng(seed)
+    xs = sp.symbols(f"x0:{n_vars}")
+    funcs = [sp.sin, sp.cos, sp.exp, sp.tanh, sp.atan, lambda u: sp.log(1 + u ** 2),
+             lambda u: sp.sqrt(1 + u ** 2), lambda u: u ** 3, lambda u: 1 / (1 + u ** 2)]
+    terms = []
+    for _ in range(n_terms):
+        i, j, k = (int(t) for t in rng.choice(n_vars, 3, replace=False))
+        f, g = (int(t) for t in rng.integers(0, len(funcs), 2))
+        c = [sp.Float(round(float(v), 4)) for v in rng.uniform(0.2, 1.5, 3)]
+        terms.append(funcs[f](c[0] * xs[i] + c[1] * xs[j] * xs[k]) * funcs[g](c[2] * xs[k]))
+    return sp.Add(*terms), list(xs)
 
 
 def count_nodes(expr) -> int:
@@ -97,11 +120,12 @@ print(time.perf_counter() - t)
 """
 
 
-def first_call(n_points: int, timeout: float) -> float | None:
-    """Seconds of the first value_and_grad call (Numba's compile) in a fresh process; None on timeout."""
+def _fresh_process(template: str, timeout: float, **fields) -> list[str] | None:
+    """Run ``template`` (formatted with ``root``, ``path`` and ``fields``) in a fresh Python with
+    empty gradc and Numba caches; the words of its last output line, or None on timeout."""
     with tempfile.TemporaryDirectory(prefix="gradc-lowering-") as tmp:
         env = dict(os.environ, GRADC_CACHE_DIR=tmp, NUMBA_CACHE_DIR=tmp)
-        code = _FIRST_CALL.format(root=str(ROOT), n=n_points, path=str(Path(tmp) / f"fit_{n_points}.py"))
+        code = template.format(root=str(ROOT), path=str(Path(tmp) / "module.py"), **fields)
         try:
             proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                   timeout=timeout)
@@ -109,7 +133,41 @@ def first_call(n_points: int, timeout: float) -> float | None:
             return None
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
-        return float(proc.stdout.split()[-1])
+        return proc.stdout.splitlines()[-1].split()
+
+
+def first_call(n_points: int, timeout: float) -> float | None:
+    """Seconds of the first value_and_grad call (Numba's compile) in a fresh process; None on timeout."""
+    out = _fresh_process(_FIRST_CALL, timeout, n=n_points)
+    return None if out is None else float(out[-1])
+
+
+_UNLIKE_FIRST_CALL = """
+import sys, time
+sys.path.insert(0, {root!r})
+import gradc
+import gradc.passes.split
+from benchmarks.lowering import unlike_expression
+if not {split}:
+    gradc.passes.split.PART_STMTS = 10 ** 9           # out of reach: one function
+expr, args = unlike_expression({n})
+t = time.perf_counter()
+f = gradc.compile(expr, args=args, out={path!r})
+build = time.perf_counter() - t
+t = time.perf_counter()
+f.raw.value_and_grad(*[0.1 * (i + 1) for i in range(len(args))])
+print(f.source.count("def _part_") // 2, f.source.count("\\n"), build, time.perf_counter() - t)
+"""
+
+
+def unlike_first_call(n_terms: int, split: bool, timeout: float):
+    """``(parts, module lines, gradc seconds, first-call seconds)`` in a fresh process with empty
+    caches; None on timeout."""
+    out = _fresh_process(_UNLIKE_FIRST_CALL, timeout, n=n_terms, split=split)
+    if out is None:
+        return None
+    parts, lines, build, call = out[-4:]
+    return int(parts), int(lines), float(build), float(call)
 
 
 def main(argv=None) -> int:
@@ -118,10 +176,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--numba-timeout", type=float, default=600)
     p.add_argument("--no-numba", action="store_true", help="skip the first-call (Numba compile) column")
+    p.add_argument("--unlike", default="", help="also time sums of this many unlike terms, split and "
+                   "unsplit (comma-separated, e.g. 200,800)")
     opts = p.parse_args(argv)
     print("| points | nodes | lower | AD + passes | render | total | module lines | first call (Numba) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n in (int(s) for s in opts.points.split(",")):
+    for n in (int(s) for s in opts.points.split(",") if s):
         expr, args = fit_expression(n)
         t = best_of(expr, args, opts.repeats)
         if opts.no_numba:
@@ -131,6 +191,20 @@ def main(argv=None) -> int:
             fc = f"> {opts.numba_timeout:.0f} s (stopped)" if s is None else f"{s:.1f} s"
         print(f"| {n} | {count_nodes(expr)} | {t['lower']:.3f} s | {t['ad']:.3f} s | {t['render']:.3f} s "
               f"| {t['total']:.3f} s | {t['lines']} | {fc} |", flush=True)
+    if opts.unlike:
+        print("\n| unlike terms | nodes | split: parts | module lines | gradc | first call "
+              "| unsplit: module lines | gradc | first call |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n in (int(s) for s in opts.unlike.split(",")):
+            row = [f"| {n} | {count_nodes(unlike_expression(n)[0])} "]
+            for split in (True, False):
+                r = unlike_first_call(n, split, opts.numba_timeout)
+                if r is None:
+                    row.append(("| — " if split else "") + "| — | — | stopped ")
+                else:
+                    parts, lines, build, call = r
+                    row.append((f"| {parts} " if split else "") + f"| {lines} | {build:.1f} s | {call:.1f} s ")
+            print("".join(row) + "|", flush=True)
     return 0
 
 

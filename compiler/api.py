@@ -310,7 +310,9 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
 
     clock = time.perf_counter
     t0 = clock()
-    fast = cachekey.source_key(source, args, wrt, name, comments) if out is None and not force else None
+    from .codegen import FUSE                      # fusion switched off (codegen.fusion(False)): no fast path,
+    fast = cachekey.source_key(source, args, wrt, name, comments) \
+        if out is None and not force and FUSE else None    # its key does not tell the two apart
     if fast is not None:                           # warm start: the module is cached, skip the pipeline
         hit = cachekey.lookup(cache_dir(), fast)
         if hit is not None:

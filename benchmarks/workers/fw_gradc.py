@@ -6,6 +6,7 @@ same folder again for the warm run (a second process), so ``build`` (which is
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -42,7 +43,9 @@ def build(case, inputs) -> Impl:
     source, kw = _SOURCE[case.name]
     t0 = time.perf_counter()
     try:
-        m = gradc.compile(source, **kw)
+        # GRADC_BENCH_FUSE=0: without elementwise fusion, for a before/after comparison
+        with gradc.codegen.fusion(os.environ.get("GRADC_BENCH_FUSE", "1") != "0"):
+            m = gradc.compile(source, **kw)
     except gradc.GradcError as e:
         raise NotApplicable(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
     codegen = time.perf_counter() - t0

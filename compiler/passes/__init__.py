@@ -6,6 +6,8 @@
 * :func:`dce` — dead-code elimination (keeps what the outputs need);
 * :func:`coalesce_aliases` — give temporaries the name of the alias that binds them;
 * :func:`reroll` — a long sum of like scalar terms becomes a sum over constant tables (a loop);
+* :func:`gradc.passes.split.split` — a large sum of unlike terms becomes parts compiled one by one
+  (the pipeline differentiates each; import it from its module);
 * :func:`optimize` — all of them, to a fixed point.
 """
 from __future__ import annotations

@@ -4,8 +4,10 @@ Unrolled expressions such as ``Σ_k sin(a_k x + b_k y)·exp(−c_k z²)`` writte
 term by term lower to thousands of straight-line scalar statements, and Numba's
 compile time grows with every statement (and faster than linearly). This pass
 finds the summands of the output's top-level ``add``/``sub`` tree, groups the
-summands that are the same expression up to their numeric constants (operands
-of ``add`` and ``mul`` may come in either order), and replaces each group of at
+summands that are the same expression up to their numeric constants and signs
+(compared in a canonical form, see :func:`_canon`: sums and products flattened, their
+operands sorted, signs moved into constant factors, a coefficient 1 and a constant
+summand 0 written out), and replaces each group of at
 least :data:`MIN_GROUP` terms by ``sum(expr)`` where ``expr`` is that expression
 applied elementwise to arrays: a constant that differs between the terms becomes
 a constant table (a ``const`` whose value is a tuple, one entry per term), a
@@ -15,13 +17,18 @@ terms (inputs, shared subexpressions such as ``x·y``) broadcast.
 AD then differentiates ordinary array ops, and code generation renders the
 statements on such tables as one loop (see :func:`gradc.codegen.render_stmts`),
 so both sweeps stay small however many terms there are. The result is exact up
-to the order of the summation.
+to the order of the sums and products inside a term and of the summation (rounding).
+A coefficient that is ±1 in every term is left out again (``sub`` for −1); one that
+is ±1 in some terms only becomes a table of signs.
 """
 from __future__ import annotations
 
 import heapq
+import math
+from fractions import Fraction
 
-from ..ir import Builder, Namer, Stmt
+from ..ir import Builder, Namer
+from .util import count_uses
 
 #: Fewest terms of one shape that are re-rolled into a loop.
 MIN_GROUP = 8
@@ -75,107 +82,204 @@ def _term(v, defs, index, uses):
     return members
 
 
-class _Shape:
-    """The canonical tree of one term: ``key`` (its shape, constants left out) and
-    ``consts`` (the constants in the order the canonical tree visits them)."""
-
-    def __init__(self, v, defs, members):
-        self.defs, self.members = defs, members
-        self.size = 0
-        self.key = self._key(v)
-
-    def _key(self, v):
-        self.size += 1
-        if self.size > MAX_TERM:
-            raise OverflowError
-        s = self.defs.get(id(v))
-        if s is not None and s.op == "const" and not v.shape:
-            return "C"
-        if id(v) not in self.members:
-            if v.shape or v.dtype != "f64":
-                raise OverflowError           # an array operand: not a scalar term
-            return f"%{v.name}"
-        kids = [self._key(a) for a in s.args]
-        if s.op in _COMMUTATIVE:
-            kids.sort()
-        attrs = ",".join(f"{k}={val!r}" for k, val in s.attrs)
-        return f"{s.op}{{{attrs}}}({','.join(kids)})"
+_NUMBER = (int, float, Fraction)
 
 
-def _consts(v, defs, members, out):
-    """The term's constants in canonical-tree order (must follow :meth:`_Shape._key`'s order)."""
-    s = defs.get(id(v))
-    if s is not None and s.op == "const" and not v.shape:
-        out.append(s.attr["value"])
-        return
-    if id(v) not in members:
-        return
-    args = list(s.args)
-    if s.op in _COMMUTATIVE:
-        keys = [_Shape(a, defs, members).key for a in args]
-        args = [a for _, a in sorted(zip(keys, args), key=lambda p: p[0])]
-    for a in args:
-        _consts(a, defs, members, out)
+def _num_text(x) -> str:
+    """An attribute in a term's key: numbers by value (``Fraction(2, 1)``, ``2`` and ``2.0`` alike)."""
+    if isinstance(x, _NUMBER) and not isinstance(x, bool):
+        return repr(float(x))
+    return repr(x)
 
 
-def _rebuild(b, v, defs, members, slots):
-    """Emit the term rooted at ``v`` with its constants taken from ``slots`` (an iterator of
-    scalar constants or tables), in the canonical order."""
-    s = defs.get(id(v))
-    if s is not None and s.op == "const" and not v.shape:
-        return next(slots)
-    if id(v) not in members:
-        return v
-    args = list(s.args)
-    if s.op in _COMMUTATIVE:
-        keys = [_Shape(a, defs, members).key for a in args]
-        args = [a for _, a in sorted(zip(keys, args), key=lambda p: p[0])]
-    vals = [_rebuild(b, a, defs, members, slots) for a in args]
-    b.hint = s.out.name
-    return b.emit(s.op, *vals, **dict(s.attrs))
+def _int_parity(p):
+    """0 or 1 for an even or odd integer exponent, None for any other."""
+    if isinstance(p, _NUMBER) and not isinstance(p, bool) and math.isfinite(p) and p == int(p):
+        return int(p) % 2
+    return None
 
 
-def _fold_signs(fn, uses):
-    """``a - c·w`` → ``a + (−c)·w`` and ``−(c·w)`` → ``(−c)·w`` for a scalar constant c and a
-    product used once (exact: negation is exact), so terms whose coefficients differ in sign
-    (SymPy writes ``0.3x − 0.8y`` with a ``sub``) have one shape."""
-    defs = {id(s.out): s for s in fn.stmts}
+class _Node:
+    """One node of a term's canonical tree.
 
-    def scaled(v):
-        d = defs.get(id(v))
-        if d is None or d.op != "mul" or v.shape or v.dtype != "f64" or uses.get(id(v)) != 1:
-            return None
-        for i in (0, 1):
-            c = defs.get(id(d.args[i]))
-            if c is not None and c.op == "const" and not d.args[i].shape and d.args[i].dtype == "f64":
-                return i, c.attr["value"], d
-        return None
+    ``kind`` is ``"C"`` (a scalar constant, ``value``), ``"%"`` (a value computed outside the
+    term, ``value``), ``"sum"`` (an n-ary sum of ``kids``), ``"mul"`` (an n-ary product of
+    ``kids``) or an op name (``kids`` its operands; ``attrs``). ``key`` is the shape: the tree
+    without its constants. ``name`` is the name of the statement the node came from (a name
+    hint for the rebuilt statement).
+    """
 
-    if not any(s.op in ("sub", "neg") and scaled(s.args[-1]) for s in fn.stmts):
-        return fn
-    namer = Namer()
-    for v in fn.inputs:
-        namer.claim(v.name)
-    for s in fn.stmts:
-        namer.claim(s.out.name)
-    b = Builder(namer, [])
-    replaced = {id(s.args[-1]) for s in fn.stmts if s.op in ("sub", "neg") and scaled(s.args[-1])}
-    for s in fn.stmts:
-        if id(s.out) in replaced:                # the product c·w, rebuilt below as (−c)·w
-            continue
-        hit = scaled(s.args[-1]) if s.op in ("sub", "neg") else None
-        if hit is None:
-            b.stmts.append(s)
-            continue
-        i, c, d = hit
-        w = d.args[1 - i]
-        b.hint = d.out.name
-        prod = b.emit("mul", b.const(-c), w) if i == 0 else b.emit("mul", w, b.const(-c))
-        if s.op == "neg":
-            b.stmts.append(Stmt("alias", (prod,), s.out, (), s.loc, s.note, s.adjoint))
+    __slots__ = ("kind", "value", "kids", "attrs", "key", "name")
+
+    def __init__(self, kind, value=None, kids=(), attrs=(), name="t"):
+        self.kind, self.value, self.kids, self.attrs, self.name = kind, value, kids, attrs, name
+        if kind in ("C", "%"):
+            self.key = "C" if kind == "C" else f"%{value.name}"
         else:
-            b.stmts.append(Stmt("add", (s.args[0], prod), s.out, (), s.loc, s.note, s.adjoint))
-    return fn.replace(b.stmts)
+            text = ",".join(f"{n}={_num_text(x)}" for n, x in attrs)
+            self.key = f"{kind}{{{text}}}(" + ",".join(k.key for k in kids) + ")"
+
+
+def _const(value):
+    return _Node("C", value=value)
+
+
+def _key(node):
+    return node.key
+
+
+def _absorb(sign, node):
+    """``(sign, node)`` with a negative sign moved into a constant, or a constant factor of a
+    product or quotient, where there is one (exact: negation is exact); else as it was."""
+    if sign > 0:
+        return sign, node
+    if node.kind == "C":
+        return 1, _const(-node.value)
+    if node.kind in ("mul", "div"):
+        for i, kid in enumerate(node.kids):
+            if kid.kind == "C":
+                kids = list(node.kids)
+                kids[i] = _const(-kid.value)
+                return 1, _Node(node.kind, kids=kids, name=node.name)
+    return sign, node
+
+
+def _scaled(sign, node):
+    """``sign · node`` as an operand of a sum or of a function: a constant, or a product with a
+    constant factor (``x`` becomes ``1·x``, ``−x`` becomes ``(−1)·x``), so that a coefficient
+    SymPy folded away (a data value of ±1) or a sign matches a coefficient of the other terms;
+    the factors ±1 are left out again when the terms are rebuilt."""
+    sign, node = _absorb(sign, node)
+    if node.kind == "C" or (node.kind == "mul" and any(k.kind == "C" for k in node.kids)):
+        return node
+    kids = list(node.kids) if node.kind == "mul" else [node]
+    return _Node("mul", kids=sorted(kids + [_const(float(sign))], key=_key), name=node.name)
+
+
+def _canon(v, defs, members, budget):
+    """``(sign, node)``: the term rooted at ``v`` as ``sign · node`` in canonical form.
+
+    Sums (``add``/``sub``/``neg`` trees) and products (``mul`` trees) are flattened and their
+    operands sorted by key; signs move outwards through ``neg``, ``mul``, ``div``, ``abs`` and
+    integer ``powc`` (exact rewrites) into a constant factor where there is one; the operands
+    of a sum and of a function are written ``c · product`` (:func:`_scaled`), and a sum
+    without a constant summand gets one, 0. So SymPy's
+    canonical forms of terms that differ only in their numbers (``c·x − y`` beside
+    ``c·x + y``, ``−(u)·v`` beside ``u·v``, ``k − w`` beside ``−k − w``, ``a`` beside ``c·a``
+    and ``u`` beside ``u + k`` where a data value was 1 or 0, sums whose operands SymPy orders
+    by their coefficients) get one key.
+    """
+    budget[0] += 1
+    if budget[0] > MAX_TERM:
+        raise OverflowError
+    s = defs.get(id(v))
+    if s is not None and s.op == "const" and not v.shape:
+        if v.dtype != "f64":
+            raise OverflowError
+        return 1, _const(s.attr["value"])
+    if id(v) not in members:
+        if v.shape or v.dtype != "f64":
+            raise OverflowError               # an array operand: not a scalar term
+        return 1, _Node("%", value=v)
+    op, name = s.op, s.out.name
+    if op == "alias":
+        return _canon(s.args[0], defs, members, budget)
+    if op == "neg":
+        sign, n = _canon(s.args[0], defs, members, budget)
+        return _absorb(-sign, n)
+    if op in ("add", "sub"):
+        kids = []
+        for a, sa in zip(s.args, (1, 1 if op == "add" else -1)):
+            sign, n = _canon(a, defs, members, budget)
+            for kid in (n.kids if n.kind == "sum" else [n]):
+                kids.append(_scaled(sign * sa, kid))
+        if not any(k.kind == "C" for k in kids):     # a constant summand of 0 SymPy left out
+            kids.append(_const(0.0))
+        return 1, _Node("sum", kids=sorted(kids, key=_key), name=name)
+    if op in ("mul", "div"):
+        pairs = [_canon(a, defs, members, budget) for a in s.args]
+        sign = pairs[0][0] * pairs[1][0]
+        if op == "mul":
+            kids = []
+            for _, n in pairs:
+                kids.extend(n.kids if n.kind == "mul" else [n])
+            kids.sort(key=_key)
+        else:
+            kids = [n for _, n in pairs]
+        return _absorb(sign, _Node(op, kids=kids, name=name))
+    parity = _int_parity(s.attr.get("p")) if op == "powc" else None
+    if op == "abs" or parity is not None:
+        sign, n = _canon(s.args[0], defs, members, budget)
+        return (sign if parity == 1 else 1), _Node(op, kids=[n], attrs=s.attrs, name=name)
+    kids = [_scaled(*_canon(a, defs, members, budget)) for a in s.args]
+    if op in _COMMUTATIVE:
+        kids.sort(key=_key)
+    return 1, _Node(op, kids=kids, attrs=s.attrs, name=name)
+
+
+def _slots(node, out):
+    """The term's constants in canonical-tree order (must follow :func:`_emit`'s order)."""
+    if node.kind == "C":
+        out.append(node.value)
+    for kid in node.kids:
+        _slots(kid, out)
+    return out
+
+
+def _emit(b, node, slots):
+    """Emit the canonical tree ``node`` with its constants taken from ``slots`` (an iterator,
+    in :func:`_slots`' order, of numbers shared by all terms and of tables). Returns
+    ``(sign, value)``: a shared factor ±1 of a product is left out, its sign returned."""
+    if node.kind == "C":
+        c = next(slots)
+        return 1, (b.const(c) if isinstance(c, _NUMBER) else c)
+    if node.kind == "%":
+        return 1, node.value
+    if node.kind == "mul":
+        sign, vals = 1, []
+        for kid in node.kids:
+            if kid.kind == "C":
+                c = next(slots)
+                if isinstance(c, _NUMBER) and abs(c) == 1:
+                    sign *= 1 if c > 0 else -1
+                    continue
+                vals.append(b.const(c) if isinstance(c, _NUMBER) else c)
+            else:
+                s, v = _emit(b, kid, slots)
+                sign *= s
+                vals.append(v)
+        b.hint = node.name
+        if not vals:
+            return sign, b.const(1.0)
+        acc = vals[0]
+        for v in vals[1:]:
+            acc = b.emit("mul", acc, v)
+        return sign, acc
+    parts = []
+    for kid in node.kids:
+        if node.kind == "sum" and kid.kind == "C":     # a constant summand: left out if 0
+            c = next(slots)
+            if not isinstance(c, _NUMBER) or c != 0:
+                parts.append((1, b.const(c) if isinstance(c, _NUMBER) else c))
+            continue
+        parts.append(_emit(b, kid, slots))
+    b.hint = node.name
+    if node.kind == "sum":
+        first = next((k for k, (sign, _) in enumerate(parts) if sign > 0), 0)
+        acc = parts[first][1] if parts[first][0] > 0 else b.emit("neg", parts[first][1])
+        for k, (sign, v) in enumerate(parts):
+            if k != first:
+                acc = b.emit("add" if sign > 0 else "sub", acc, v)
+        return 1, acc
+    if node.kind == "div":
+        (s0, x), (s1, y) = parts
+        return s0 * s1, b.emit("div", x, y)
+    parity = _int_parity(dict(node.attrs).get("p")) if node.kind == "powc" else None
+    if node.kind == "abs" or parity is not None:   # as in _canon: the sign of the operand moves out
+        (s0, x), = parts
+        return (s0 if parity == 1 else 1), b.emit(node.kind, x, **dict(node.attrs))
+    args = [v if sign > 0 else b.emit("neg", v) for sign, v in parts]
+    return 1, b.emit(node.kind, *args, **dict(node.attrs))
 
 
 def reroll(fn, min_group: int = MIN_GROUP):
@@ -185,44 +289,25 @@ def reroll(fn, min_group: int = MIN_GROUP):
     out = fn.outputs[0]
     if out.shape or out.dtype != "f64" or fn.differentiated:
         return fn
-
-    def count_uses(fn):
-        uses: dict[int, int] = {}
-        for s in fn.stmts:
-            for a in s.args:
-                uses[id(a)] = uses.get(id(a), 0) + 1
-        for v in fn.outputs:
-            uses[id(v)] = uses.get(id(v), 0) + 1
-        return uses
-
-    original = fn
     defs = {id(s.out): s for s in fn.stmts}
     uses = count_uses(fn)
     leaves, inner = _summands(fn, defs, uses)
     if len(leaves) < min_group:
         return fn
-    fn = _fold_signs(fn, uses)
-    defs = {id(s.out): s for s in fn.stmts}
     index = {id(s.out): i for i, s in enumerate(fn.stmts)}
-    uses = count_uses(fn)
-    leaves, inner = _summands(fn, defs, uses)
-    groups: dict[tuple, list] = {}
-    order = []
+    groups: dict[str, list] = {}
     for sign, v in leaves:
         members = _term(v, defs, index, uses)
         if members is None:
             continue
         try:
-            key = _Shape(v, defs, members).key
+            tsign, node = _canon(v, defs, members, [0])
         except OverflowError:
             continue
-        if key not in groups:
-            groups[key] = []
-            order.append(key)
-        groups[key].append((sign, v, members))
-    rolled = [k for k in order if len(groups[k]) >= min_group]
+        groups.setdefault(node.key, []).append((sign * tsign, v, node, members))
+    rolled = [k for k, terms in groups.items() if len(terms) >= min_group]   # in order of first term
     if not rolled:
-        return original
+        return fn
 
     namer = Namer()
     for v in fn.inputs:
@@ -231,26 +316,21 @@ def reroll(fn, min_group: int = MIN_GROUP):
         if s.out is not out:
             namer.claim(s.out.name)
     b = Builder(namer, [])
-    done = set()
+    done, dead = set(), set()
     parts = []                                   # (sign, value) of the new top-level sum
     for key in rolled:
         terms = groups[key]
-        tables = []
-        signs = [float(sign) for sign, _, _ in terms]
-        for _, v, members in terms:
-            cs = []
-            _consts(v, defs, members, cs)
-            tables.append(cs)
-        slots = []
-        for column in zip(*tables):
+        slots = []                               # a number shared by all the terms, or a table
+        for column in zip(*[_slots(node, []) for _, _, node, _ in terms]):
             if all(c == column[0] for c in column):
-                slots.append(b.const(column[0]))
+                slots.append(column[0])
             else:
-                values = tuple(float(c) for c in column)
-                b.hint = "table"
-                slots.append(b.emit("const", value=values, shape=(len(values),), name="table"))
-        _, rep_v, rep_members = terms[0]
-        body = _rebuild(b, rep_v, defs, rep_members, iter(slots))
+                b.hint = "sign" if all(abs(c) == 1 for c in column) else "table"
+                slots.append(b.emit("const", value=tuple(float(c) for c in column), shape=(len(column),),
+                                    name=b.hint))
+        _, rep_v, rep_node, _ = terms[0]
+        shared, body = _emit(b, rep_node, iter(slots))
+        signs = [float(sign * shared) for sign, _, _, _ in terms]
         sign = signs[0]
         if any(x != sign for x in signs):        # terms added and subtracted: a table of signs
             b.hint = "sign"
@@ -261,7 +341,9 @@ def reroll(fn, min_group: int = MIN_GROUP):
         else:
             total = b.emit("sum", body, name=f"{rep_v.name}_sum")
         parts.append((sign, total))
-        done.update(id(v) for _, v, _ in terms)
+        for _, v, _, members in terms:
+            done.add(id(v))
+            dead.update(members)
     for sign, v in leaves:                       # the other summands, in their order
         if id(v) not in done:
             parts.append((sign, v))
@@ -274,7 +356,6 @@ def reroll(fn, min_group: int = MIN_GROUP):
         acc = b.emit("add" if sign > 0 else "sub", acc, v, name=name)
     if len(parts) == 1:
         acc = b.emit("alias", acc, name=out.name)
-    dead = {id(s.out) for s in inner}
+    dead.update(id(s.out) for s in inner)
     stmts = [s for s in fn.stmts if id(s.out) not in dead] + b.stmts
     return fn.replace(stmts, [acc] + list(fn.outputs[1:]))
-

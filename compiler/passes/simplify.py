@@ -10,7 +10,7 @@ Also ``expand(g)·y → g·y`` for a scalar g (no array of copies of g). Rewrite
 from __future__ import annotations
 
 from ..ir import Stmt
-from .util import substitute
+from .util import count_uses, substitute
 
 
 def _const(v, defs):
@@ -87,12 +87,7 @@ def coalesce_aliases(fn):
     Keeps aliases of inputs, of outputs and of values used elsewhere, so
     ``x_bar = q_bar`` (fan-out to named values) stays readable.
     """
-    uses: dict[int, int] = {}
-    for s in fn.stmts:
-        for a in s.args:
-            uses[id(a)] = uses.get(id(a), 0) + 1
-    for v in fn.outputs:
-        uses[id(v)] = uses.get(id(v), 0) + 1
+    uses = count_uses(fn)
     defs = {id(s.out): s for s in fn.stmts}
     repl = {}
     stmts = []

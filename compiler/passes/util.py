@@ -1,4 +1,4 @@
-"""Shared helper of the passes: rewriting operands after values are replaced."""
+"""Shared helpers of the passes: counting uses, rewriting operands after values are replaced."""
 from __future__ import annotations
 
 from ..ir import Stmt, Value
@@ -18,3 +18,14 @@ def substitute(stmts: list[Stmt], outputs: list[Value], repl: dict[int, Value]):
             s = Stmt(s.op, args, s.out, s.attrs, s.loc, s.note, s.adjoint)
         new.append(s)
     return new, [get(v) for v in outputs]
+
+
+def count_uses(fn) -> dict[int, int]:
+    """How many times each value (by ``id``) is an operand of a statement or an output of ``fn``."""
+    uses: dict[int, int] = {}
+    for s in fn.stmts:
+        for a in s.args:
+            uses[id(a)] = uses.get(id(a), 0) + 1
+    for v in fn.outputs:
+        uses[id(v)] = uses.get(id(v), 0) + 1
+    return uses

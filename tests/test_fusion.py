@@ -1,0 +1,284 @@
+"""Elementwise fusion (gradc.codegen.render_stmts): chains of elementwise statements and their
+adjoints over arrays of one shape render as one loop nest, sums accumulate in it, and a slice's
+adjoint writes into one zero array. The fused module must give the unfused module's value and
+gradients (same math; only the order of summation may differ) and agree with central finite
+differences; the structure of the generated code is checked, not its speed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradc
+from gradc.codegen import fusion
+from gradc.pipeline import build
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def both(src, tmp_path, tag):
+    """(fused, unfused) compiled modules of ``src``."""
+    out = []
+    for fuse in (True, False):
+        with fusion(fuse):
+            out.append(gradc.compile(src, out=tmp_path / f"{tag}_{int(fuse)}.py"))
+    return out
+
+
+def body(code: str, fn: str = "value_and_grad") -> str:
+    return code.split(f"def {fn}(")[1].split("\n\n\n")[0]
+
+
+def central(f, args, i, h=1e-6):
+    """Central differences of the scalar ``f`` w.r.t. argument ``i`` (an array or a float)."""
+    a = args[i]
+    if np.ndim(a) == 0:
+        p, m = list(args), list(args)
+        p[i], m[i] = a + h, a - h
+        return (f(*p) - f(*m)) / (2 * h)
+    g = np.zeros(a.shape)
+    for j in np.ndindex(a.shape):
+        p, m = list(args), list(args)
+        p[i], m[i] = a.copy(), a.copy()
+        p[i][j] += h
+        m[i][j] -= h
+        g[j] = (f(*p) - f(*m)) / (2 * h)
+    return g
+
+
+def check(src, args, tmp_path, tag, rtol=1e-12, fd_rtol=1e-6):
+    fused, plain = both(src, tmp_path, tag)
+    v, g = fused.value_and_grad(*args)
+    v0, g0 = plain.value_and_grad(*args)
+    assert v == pytest.approx(v0, rel=rtol, abs=rtol)
+    assert fused.forward(*args) == pytest.approx(v0, rel=rtol, abs=rtol)
+    for a, b in zip(g, g0):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1.0, np.max(np.abs(b))))
+    index = {n: k for k, n in enumerate(fused.arg_names)}
+    for name, gi in zip(fused.wrt, g):
+        fd = central(fused.forward, args, index[name])
+        np.testing.assert_allclose(gi, fd, rtol=fd_rtol, atol=fd_rtol * max(1.0, np.max(np.abs(fd))))
+    return fused, plain
+
+
+RANK1 = """
+[model]
+name = "fuse_rank1"
+[inputs]
+x = { shape = [50] }
+y = { shape = [50] }
+[params]
+a = { shape = [] }
+[graph]
+u = "tanh(a * x + y) * exp(-x * x) + sigmoid(x - y) + relu(x) * abs(y)"
+f = "sum(u * u + 0.5 * x)"
+[output]
+value = "f"
+wrt = ["x", "y", "a"]
+"""
+
+
+def test_rank1_chain_is_one_loop_and_matches(tmp_path):
+    rng = np.random.default_rng(1)
+    args = [rng.standard_normal(50), rng.standard_normal(50), 0.7]
+    fused, plain = check(RANK1, args, tmp_path, "r1")
+    vg = body(fused.source)
+    assert vg.count("for _i in range(50):") == 1          # both sweeps, the sum and its adjoint: one loop
+    assert "_tanh1(" in vg and "_exp1(" in vg and "_sigmoid1(" in vg   # the vectorizable element kernels
+    assert "_vtanh(" not in vg
+    # the loop calls the element kernels, so it stays vectorizable: its sums are taken after it
+    assert "np.sum(_a_" in vg and " += " not in vg
+    assert "for _i in" not in body(plain.source)
+
+
+MLP = """
+[model]
+name = "fuse_mlp"
+[inputs]
+X = { shape = ["batch", 5] }
+[params]
+W = { shape = [5, 4] }
+b = { shape = [4] }
+[graph]
+h = "tanh(X @ W + b)"
+loss = "sum(h * h) + sum(relu(h - 0.1))"
+[output]
+value = "loss"
+"""
+
+
+def test_rank2_broadcast_and_bias_gradient(tmp_path):
+    rng = np.random.default_rng(2)
+    args = [rng.standard_normal((7, 5)), rng.standard_normal((5, 4)) * 0.5, rng.standard_normal(4) * 0.1]
+    fused, _ = check(MLP, args, tmp_path, "mlp")
+    vg = body(fused.source)
+    assert "for _i in range(X.shape[0]):" in vg               # a symbolic dim: the argument's size
+    assert "for _j in range(4):" in vg
+    assert "+ b[_j]" in vg                                    # the bias broadcasts along the rows
+    assert "b_bar[_j] += " in vg                              # its gradient: a sum over the rows, in the loop
+    assert "_sum_axis(" not in vg
+    # another batch size runs the same module
+    args2 = [rng.standard_normal((3, 5))] + args[1:]
+    v, g = fused.value_and_grad(*args2)
+    for gi, fd in zip(g, [central(fused.forward, args2, k) for k in (1, 2)]):
+        np.testing.assert_allclose(gi, fd, rtol=1e-6, atol=1e-8)
+
+
+ROSEN = """
+[model]
+name = "fuse_rosen"
+[inputs]
+x = { shape = [40] }
+[graph]
+t = "x[1:] - x[:-1] ** 2"
+f = "sum(100 * t ** 2 + (1 - x[:-1]) ** 2)"
+[output]
+value = "f"
+wrt = ["x"]
+"""
+
+
+def test_slices_scatter_into_one_gradient_array(tmp_path):
+    x = np.random.default_rng(3).uniform(-1.5, 1.5, 40)
+    fused, _ = check(ROSEN, [x], tmp_path, "rosen", fd_rtol=1e-5)
+    vg = body(fused.source)
+    assert vg.count("for _i in range(39):") == 1
+    assert "x_bar = np.zeros(40)" in vg and "x_bar[_i + 1] += " in vg
+    assert "np.concatenate" not in vg
+    g = 2 * x.copy()
+    t = x[1:] - x[:-1] ** 2
+    ref = np.zeros_like(x)
+    ref[:-1] = -400.0 * t * x[:-1] - 2.0 * (1 - x[:-1])
+    ref[1:] += 200.0 * t
+    np.testing.assert_allclose(fused.value_and_grad(x)[1][0], ref, rtol=1e-12, atol=1e-12)
+    del g
+
+
+SUMS = """
+[model]
+name = "fuse_sums"
+[inputs]
+X = { shape = [6, 3] }
+[params]
+c = { shape = [3] }
+s = { shape = [] }
+[graph]
+z = "X * c + s"
+loss = "sum(sum(where(z > 0, z * z, -z), axis=0) * c) + mean(z) * s"
+[output]
+value = "loss"
+"""
+
+
+def test_sums_accumulate_in_a_loop_without_kernels(tmp_path):
+    src = RANK1.replace("tanh(a * x + y) * exp(-x * x) + sigmoid(x - y)", "sin(a * x + y) * x")
+    rng = np.random.default_rng(7)
+    fused, _ = check(src, [rng.standard_normal(50), rng.standard_normal(50), 0.7], tmp_path, "acc")
+    vg = body(fused.source)
+    assert "f += " in vg and "np.sum(" not in vg                 # a C-library call: no vectorizing to keep
+
+
+def test_reductions_broadcast_scalars_and_where(tmp_path):
+    rng = np.random.default_rng(4)
+    args = [rng.standard_normal((6, 3)), rng.standard_normal(3), 0.3]
+    check(SUMS, args, tmp_path, "sums")
+
+
+F32 = """
+[model]
+name = "fuse_f32"
+[inputs]
+X = { shape = ["batch", 8], dtype = "float32" }
+[params]
+b = { shape = [8], dtype = "float32" }
+[graph]
+h = "tanh(X + b) * sigmoid(X) + exp(-X * X)"
+loss = "sum(h * h)"
+[output]
+value = "loss"
+"""
+
+
+def test_float32_stays_float32(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((9, 8)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(8)).astype(np.float32)
+    fused, plain = both(F32, tmp_path, "f32")
+    vg = body(fused.source)
+    assert "_tanh1(" in vg and "float64" not in vg
+    assert "b_bar = np.zeros(8, X.dtype)" in vg               # float32 arrays: an operand's dtype
+    assert vg.count("for _i in range(X.shape[0]):") == 1     # both sweeps and the bias gradient: one loop
+    v, (gb,) = fused.value_and_grad(X, b)
+    v0, (gb0,) = plain.value_and_grad(X, b)
+    assert float(np.float32(v)) == v                          # a float32 result (Numba boxes it as a float)
+    assert gb.dtype == np.float32
+    assert v == pytest.approx(v0, rel=1e-5)
+    np.testing.assert_allclose(gb, gb0, rtol=1e-4, atol=1e-5)
+    # against a float64 evaluation
+    X64, b64 = X.astype(np.float64), b.astype(np.float64)
+    h = np.tanh(X64 + b64) / (1 + np.exp(-X64)) + np.exp(-X64 * X64)
+    assert v == pytest.approx(float(np.sum(h * h)), rel=1e-5)
+    # the same code run on float64 arguments computes in float64 (gradc.runtime.gradcheck relies on it)
+    v64, (gb64,) = fused.raw.value_and_grad(X64, b64)
+    assert v64 == pytest.approx(float(np.sum(h * h)), rel=1e-13)
+    assert gb64.dtype == np.float64
+    ref = plain.raw.value_and_grad(X64, b64)
+    np.testing.assert_allclose(gb64, ref[1][0], rtol=1e-12)
+    sig = [s for s in fused.raw.value_and_grad.nopython_signatures if "float32" in str(s.args[0])][0]
+    assert "float64" not in str(sig.return_type), sig.return_type
+
+
+def test_value_and_grad_into_and_output_deterministic(tmp_path):
+    a1, a2 = build(MLP), build(MLP)
+    assert a1.code == a2.code                                 # byte-identical for the same input
+    assert build(MLP, fuse=False).code != a1.code and build(MLP, fuse=False).key != a1.key
+    rng = np.random.default_rng(6)
+    args = [rng.standard_normal((7, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)]
+    fused, _ = both(MLP, tmp_path, "into")
+    v, g = fused.value_and_grad(*args)
+    outs = [np.empty_like(a) for a in args[1:]]
+    v2 = fused.raw.value_and_grad_into(*args, *outs)
+    assert v2 == v
+    for a, b in zip(outs, g):
+        np.testing.assert_array_equal(a, b)
+
+
+TWO_LAYER = """
+[model]
+name = "fuse_reuse"
+[inputs]
+X = { shape = ["batch", 6] }
+[params]
+W1 = { shape = [6, 5] }
+b1 = { shape = [5] }
+W2 = { shape = [5, 3] }
+[graph]
+h = "relu(X @ W1 + b1)"
+o = "h @ W2"
+loss = "sum(o * o)"
+[output]
+value = "loss"
+"""
+
+
+def test_loops_reuse_dead_product_buffers_but_never_arguments(tmp_path):
+    """A loop's stored value may go into a dead matrix-product result it reads (in place), and
+    dead arrays are released after their last loop; arguments, outputs and live names never are."""
+    import re
+    rng = np.random.default_rng(5)
+    args = [rng.standard_normal((4, 6)), rng.standard_normal((6, 5)), rng.standard_normal(5) * 0.1,
+            rng.standard_normal((5, 3))]
+    fused, _ = check(TWO_LAYER, args, tmp_path, "reuse")
+    vg = body(fused.source)
+    released = re.findall(r"^\s*(\w+) = np\.empty\(\(0", vg, re.M)
+    stored_into = re.findall(r"^\s*(\w+)\[_i, _j\] = ", vg, re.M)
+    assert released or any(not n.startswith("_a_") for n in stored_into), vg   # the mechanism is used
+    for name in released + stored_into:
+        assert name not in fused.arg_names, f"{name} is an argument: {vg}"
+    kept = [a.copy() for a in args]
+    fused.raw.value_and_grad(*args)
+    for a, k in zip(args, kept):
+        np.testing.assert_array_equal(a, k)                # the arguments are untouched
