@@ -271,12 +271,14 @@ def _zeros(dims: list[str], dtype: str, empty: bool = False, f32: str = "np.floa
     return f"{fn}({size}{dt})"
 
 
-def _render_loop(shape, body, kinds, names, stored, comments, lines, known, buffers=()) -> bool:
+def _render_loop(shape, body, kinds, names, stored, comments, lines, known, buffers=(), reused=None) -> bool:
     """Append the lines of one loop nest over ``shape`` (see :func:`render_stmts`); False
     (nothing appended) when a symbolic size cannot be named. ``buffers``: operands of the loop
     that die in it and whose arrays the function itself allocated; a stored value
     (``_a_<name>``) of the same shape and dtype is written into one of them instead of a new
-    array, at the end of the loop body (after every read of that element)."""
+    array, at the end of the loop body (after every read of that element), and after the loop
+    it goes by ``_a_<name>`` as usual (``_a_q_bar = q  # ...``); ``reused`` (a list) gets the
+    names of the arrays so reused."""
     inside = {id(s.out) for s in body}
     rank = len(shape)
     dims = _dim_exprs(shape, body, names, inside, known)
@@ -362,7 +364,11 @@ def _render_loop(shape, body, kinds, names, stored, comments, lines, known, buff
         elif kinds[id(s.out)].startswith("scatter"):
             names[id(s.out)] = target.get(id(s.out), s.out).name
         elif id(s.out) in into:
-            names[id(s.out)] = into[id(s.out)]
+            note = f"  # written into {into[id(s.out)]}'s array, free after the loop" if comments else ""
+            lines.append(f"_a_{s.out.name} = {into[id(s.out)]}{note}")
+            names[id(s.out)] = f"_a_{s.out.name}"
+            if reused is not None:
+                reused.append(into[id(s.out)])
         elif id(s.out) in stored:
             names[id(s.out)] = f"_a_{s.out.name}"
         elif kinds[id(s.out)] == "reduce":
@@ -482,22 +488,28 @@ def render_stmts(stmts, names: dict[int, str], comments: bool = True, tables: di
         if item[0] == "stmt":
             shared.update(id(a) for a in item[1].args)
     owned: dict[int, Value] = {}
+    scalar_names: set[int] = set()
     lines = []
     for k, item in enumerate(plan):
         if k == first_adj and cut is not None:
             cut.extend((len(lines), partly))
         args = {id(a) for s in item[2] for a in s.args} if item[0] == "loop" else ()
         buffers = [b for i, b in reversed(owned.items()) if i in args and last.get(i) == k and i not in shared]
+        reused: list[str] = []
         if item[0] == "loop" and _render_loop(item[1], item[2], item[3], names, stored, comments, lines, known,
-                                              buffers):
+                                              buffers, reused):
             for b in buffers:
                 owned.pop(id(b), None)
             owned.update((id(s.out), s.out) for s in item[2] if id(s.out) in stored and item[3][id(s.out)] == "elem")
             inside = {id(s.out) for s in item[2]}
+            # an array value a loop computed but did not store is a loop-local scalar name
+            scalar_names.update(i for i in inside if i not in stored)
             dead = {names[id(a)]: a.rank for s in item[2] for a in s.args
-                    if a.shape and a.dtype in _LOOP_DTYPES and id(a) not in inside
+                    if a.shape and a.dtype in _LOOP_DTYPES and id(a) not in inside and id(a) not in scalar_names
                     and last.get(id(a)) == k and names.get(id(a), "").isidentifier()
-                    and names[id(a)] not in given and id(a) not in consts}
+                    and names[id(a)] not in given and id(a) not in consts and names[id(a)] not in reused}
+            if k == len(plan) - 1:                  # nothing is allocated after the last loop
+                dead = {}
             if dead:                                # a name another live value still goes by stays
                 for n in {n for i, n in names.items() if n in dead and last.get(i, -1) > k}:
                     del dead[n]
