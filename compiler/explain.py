@@ -37,7 +37,7 @@ from .ad import Step, grad, note_of
 from .codegen import _helpers, _safe_name, environment, label_classes, render_stmts
 from .errors import GradcError
 from .ir import DTYPE_NAMES, Builder, Function, Namer, Value, verify
-from .ops import OPS
+from .ops import ELEMENTWISE_FAMILIES, OPS
 from .pipeline import build
 
 IMAGE_FORMATS = ("svg", "png", "pdf")
@@ -95,7 +95,7 @@ def _trace_module(art):
         s = step.stmt
         if s.out.shape == ():
             unit = b.const(1.0)
-        elif OPS[s.op].family in ("elementwise", "select", "functions"):
+        elif OPS[s.op].family in ELEMENTWISE_FAMILIES:
             b.hint = f"{s.out.name}_ones"
             unit = b.emit("expand", 1.0, s.out)
         else:

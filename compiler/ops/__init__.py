@@ -46,6 +46,10 @@ class Op:
 
 OPS: dict[str, Op] = {}
 
+#: Families whose ops act element by element (masks from a `where` pass through their adjoints;
+#: `gradc explain` shows their local derivatives).
+ELEMENTWISE_FAMILIES = ("elementwise", "select", "functions")
+
 
 def register(name: str, infer: Callable, vjp: Callable | None, note: str | Callable = "",
              fold: Callable | None = None, helpers: tuple[str, ...] = (), family: str = "") -> None:
