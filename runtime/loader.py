@@ -215,6 +215,16 @@ def cache_info(folder: Path | None = None) -> dict:
             "bytes": sum(f.stat().st_size for f in files if f.is_file())}
 
 
+def _unlink(f: Path, tolerate=(FileNotFoundError,)) -> int:
+    """Delete the file ``f``; its size in bytes, or 0 if it was already gone (or a ``tolerate`` error)."""
+    try:
+        size = f.stat().st_size
+        f.unlink()
+        return size
+    except tolerate:
+        return 0
+
+
 def clear_cache(folder: Path | None = None) -> tuple[int, int]:
     """Delete gradc's files from the cache folder: the generated modules, their Numba
     machine code and bytecode, and leftover temporary files. Other files are left alone
@@ -224,30 +234,15 @@ def clear_cache(folder: Path | None = None) -> tuple[int, int]:
     removed, freed = 0, 0
     for p in cache_entries(folder):
         for f in [p] + _numba_files(p):
-            try:
-                size = f.stat().st_size
-                f.unlink()
-                freed += size
-            except FileNotFoundError:
-                continue
+            freed += _unlink(f)
         removed += 1
         _LOADED.pop(p.resolve(), None)
     for f in _temp_files(folder):
-        try:
-            size = f.stat().st_size
-            f.unlink()
-            freed += size
-        except FileNotFoundError:
-            pass
+        freed += _unlink(f)
     index = folder / "index"                       # the warm-start index (gradc.cachekey)
     if index.is_dir():
         for f in index.iterdir():
-            try:
-                size = f.stat().st_size
-                f.unlink()
-                freed += size
-            except (FileNotFoundError, IsADirectoryError, PermissionError):
-                pass
+            freed += _unlink(f, (FileNotFoundError, IsADirectoryError, PermissionError))
         try:
             index.rmdir()
         except OSError:

@@ -7,6 +7,7 @@ distinct source is compiled by Numba at most once per session.
 """
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 
@@ -47,3 +48,26 @@ def compiled(source, **kw):
 @pytest.fixture(scope="session")
 def compile_cached():
     return compiled
+
+
+def assert_module_inert(text: str) -> None:
+    """A generated module's top level: a docstring, the numba/numpy imports, literal
+    assignments and decorated function definitions -- nothing that runs code on import; no
+    call of a builtin that runs or imports code anywhere; no line-breaking control characters."""
+    tree = ast.parse(text)
+    assert isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant)
+    for node in tree.body[1:]:
+        if isinstance(node, ast.Import):
+            assert [a.name for a in node.names] in (["numba"], ["numpy"])
+        elif isinstance(node, ast.Assign):
+            ast.literal_eval(node.value)
+        else:
+            assert isinstance(node, ast.FunctionDef), ast.dump(node)[:200]
+            # numba.njit(...), or the template's fixed LLVM intrinsic (a bitcast helper of the exp kernels)
+            for dec in node.decorator_list:
+                assert ast.unparse(dec).startswith("numba.njit(") or ast.unparse(dec) == "numba.extending.intrinsic"
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            assert node.id not in ("eval", "exec", "compile", "__import__", "open", "getattr", "globals")
+    for line in text.split("\n"):
+        assert "\r" not in line and "\x0c" not in line and "\x00" not in line

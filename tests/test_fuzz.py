@@ -21,7 +21,6 @@ tests/conftest.py: 20, so 200 here; about 20 s for the file); set
 """
 from __future__ import annotations
 
-import ast
 import string
 import sys
 import time
@@ -34,6 +33,8 @@ from gradc import GradcError
 from gradc.frontends.spec import MAX_SPEC_CHARS
 from gradc.pipeline import build
 from gradc.runtime.loader import content_status
+
+from conftest import assert_module_inert
 
 LIMIT_S = 10.0
 FUZZ = settings(max_examples=10 * settings().max_examples, deadline=None,
@@ -104,27 +105,9 @@ def check_build(text: str):
     assert not _EVENTS, _EVENTS
     assert elapsed < LIMIT_S, f"build took {elapsed:.1f} s"
     if art is not None:
-        inert(art.code)
+        assert_module_inert(art.code)
         assert content_status(art.code.encode()) == "ok"
     return art
-
-
-def inert(code: str) -> None:
-    tree = ast.parse(code)
-    assert isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant)
-    for node in tree.body[1:]:
-        if isinstance(node, ast.Import):
-            assert [a.name for a in node.names] in (["numba"], ["numpy"])
-        elif isinstance(node, ast.Assign):
-            ast.literal_eval(node.value)
-        else:
-            assert isinstance(node, ast.FunctionDef)
-            # numba.njit(...), or the template's fixed LLVM intrinsic (a bitcast helper of the exp kernels)
-            assert all(ast.unparse(d).startswith("numba.njit(") or ast.unparse(d) == "numba.extending.intrinsic"
-                       for d in node.decorator_list)
-    for node in ast.walk(tree):       # the generated code calls no builtin that runs or imports code
-        if isinstance(node, ast.Name):
-            assert node.id not in ("eval", "exec", "compile", "__import__", "open", "getattr", "globals")
 
 
 def toml_string(text: str) -> str:

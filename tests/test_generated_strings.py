@@ -22,6 +22,8 @@ import gradc
 from gradc.codegen import docstring_text
 from gradc.pipeline import build
 
+from conftest import assert_module_inert
+
 PAYLOAD = 'open("pwned", "w")'
 #: the description, as Python text (the spec holds it TOML-escaped)
 DESCRIPTION = ('First line """ ends? \'\'\' no\n' + PAYLOAD + '\n"""\n' + PAYLOAD + '\n#\\"\\\\N{oops}\\x\\'
@@ -52,24 +54,6 @@ def hostile_spec(description=DESCRIPTION, doc=DOC) -> str:
             "[output]\nvalue = \"f\"\n")
 
 
-def module_level_is_inert(text: str) -> None:
-    """The module's top level: a docstring, two imports, literal assignments and decorated
-    function definitions -- nothing that runs code on import."""
-    tree = ast.parse(text)
-    assert isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant)
-    for node in tree.body[1:]:
-        if isinstance(node, ast.Import):
-            assert [a.name for a in node.names] in (["numba"], ["numpy"])
-        elif isinstance(node, ast.Assign):
-            ast.literal_eval(node.value)
-        else:
-            assert isinstance(node, ast.FunctionDef), ast.dump(node)[:200]
-            for dec in node.decorator_list:
-                assert ast.unparse(dec).startswith("numba.njit(") or ast.unparse(dec) == "numba.extending.intrinsic"
-    for line in text.split("\n"):
-        assert "\r" not in line and "\x0c" not in line and "\x00" not in line
-
-
 def test_docstring_text_round_trips_through_a_docstring():
     for text in (DESCRIPTION, DOC, '"', '\\', '"""', 'a"', '\\N{', "\u2028", "x\\", '\\"""'):
         for multiline in (True, False):
@@ -85,7 +69,7 @@ def test_hostile_description_docs_and_comments_compile_import_and_run(tmp_path, 
     spec.write_bytes(hostile_spec().encode("utf-8"))
     c = gradc.compile(spec, out=tmp_path / "hostile_mod.py")
     text = c.source
-    module_level_is_inert(text)
+    assert_module_inert(text)
     assert c.module.__doc__.endswith("\n\n" + DESCRIPTION + "\n")
     for fn in (c.module.forward, c.module.value_and_grad):
         doc = fn.__doc__
@@ -112,7 +96,7 @@ def test_hostile_description_docs_and_comments_compile_import_and_run(tmp_path, 
 def test_hostile_spec_file_names(tmp_path, name):
     (tmp_path / name).write_text(hostile_spec(description="d", doc="d"), encoding="utf-8")
     art = build(tmp_path / name)
-    module_level_is_inert(art.code)
+    assert_module_inert(art.code)
     lines = art.code.split("\n")
     assert lines[1].startswith("# content sha256: ")                     # line 2: never the file name
     doc = ast.get_docstring(ast.parse(art.code))
