@@ -35,13 +35,40 @@ from ..errors import ShapeError, UnsupportedError
 
 @dataclass(frozen=True)
 class Op:
+    """One op-table entry: every fact about the op (the rules, and the traits the passes,
+    the AD and the back end read; no list elsewhere names ops)."""
+
     name: str
     family: str
     infer: Callable
     vjp: Callable | None
     note: str | Callable = ""
     fold: Callable | None = None
+    #: helper functions its template calls (``helper_<name>`` macros of its family's template)
     helpers: tuple[str, ...] = ()
+    # ---- traits
+    #: acts element by element with broadcasting: a `where` mask passes through its VJP, and
+    #: ``gradc explain`` shows its local derivatives
+    elementwise: bool = False
+    #: a fused loop can compute it one element at a time (its macro renders scalar code with ``o.elem``)
+    loop: bool = False
+    #: its element code is a vectorizable kernel call (``_exp1`` ...): a loop holding it vectorizes
+    kernel: bool = False
+    #: ``scalar_call(stmt) -> bool``: its element code calls the C library (a loop holding it does
+    #: not vectorize); None: never
+    scalar_call: Callable | None = None
+    #: a long sum of terms built from it can be re-rolled into a loop over tables (gradc.passes.reroll)
+    rollable: bool = False
+    #: its name as a function in the spec language, or None (not spelled there)
+    spelling: str | None = None
+    #: its symbol in ``gradc explain`` tables (default: its name)
+    symbol: str | None = None
+    #: its array result is a fresh array the generated function owns (a matrix product):
+    #: the memory plan may reuse it
+    fresh: bool = False
+    #: ``(function, ...)``: the call that writes its result into a given output array
+    #: (``np.dot(a, b, out)``), or None
+    into: str | None = None
 
 
 OPS: dict[str, Op] = {}
@@ -52,11 +79,13 @@ ELEMENTWISE_FAMILIES = ("elementwise", "select", "functions")
 
 
 def register(name: str, infer: Callable, vjp: Callable | None, note: str | Callable = "",
-             fold: Callable | None = None, helpers: tuple[str, ...] = (), family: str = "") -> None:
-    """Add one op to the table (called at import time by each family module)."""
+             fold: Callable | None = None, helpers: tuple[str, ...] = (), family: str = "",
+             **traits) -> None:
+    """Add one op to the table (called at import time by each family module); ``traits``
+    are the keyword fields of :class:`Op` (``elementwise=True``, ``loop=True``, ...)."""
     if name in OPS:
         raise RuntimeError(f"op {name} registered twice")
-    OPS[name] = Op(name, family, infer, vjp, note, fold, helpers)
+    OPS[name] = Op(name, family, infer, vjp, note, fold, helpers, **traits)
 
 
 def infer(op: str, args, attrs: dict, loc: str | None = None):

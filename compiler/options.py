@@ -1,0 +1,44 @@
+"""The compile options: one immutable object passed down the pipeline explicitly.
+
+No stage reads a global flag: :func:`gradc.pipeline.build` takes an :class:`Options`
+and hands it (or the fields it needs) to the passes and the back end, and
+:meth:`Options.key` is what the cache keys include, so two option sets never share
+a cache entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to compile.
+
+    ``fuse``: elementwise statements over arrays become fused loop nests
+    (:mod:`gradc.backend.schedule`); False renders one whole-array statement per op.
+    ``comments``: the adjoint rules' notes as comments beside the generated code.
+    ``roll``: re-roll long sums of like terms into loops over constant tables
+    (:func:`gradc.passes.reroll`). ``split``: split a large sum of unlike terms into
+    jitted parts (:func:`gradc.passes.split.split`; only with ``roll``).
+    ``split_stmts``: the statement count above which a sum is split.
+    """
+
+    fuse: bool = True
+    comments: bool = True
+    roll: bool = True
+    split: bool = True
+    split_stmts: int = 200
+
+    def with_(self, **changes) -> "Options":
+        """A copy with some fields changed (``opts.with_(fuse=False)``)."""
+        return replace(self, **changes)
+
+    def key(self) -> str:
+        """The options as text for a cache key: only the fields that differ from the defaults
+        (so the default options add nothing and existing keys stay valid)."""
+        default = Options()
+        return ",".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                        if getattr(self, f.name) != getattr(default, f.name))
+
+
+DEFAULT = Options()
