@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .errors import ShapeError
 from .ir import FLOATS, Builder, Function, Namer, Stmt, Value
-from .ops import ELEMENTWISE_FAMILIES, OPS
+from .ops import OPS
 
 
 @dataclass(eq=False)
@@ -125,7 +125,7 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
         if rule is None or g is None:
             continue
         mask = masks.get(id(s.out))
-        elementwise = OPS[s.op].family in ELEMENTWISE_FAMILIES
+        elementwise = OPS[s.op].elementwise
         b.hint = f"{s.out.name}_d"
         b.loc = s.loc
         first_new = len(b.stmts)

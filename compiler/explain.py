@@ -37,7 +37,7 @@ from .ad import Step, grad, note_of
 from .codegen import _helpers, _safe_name, environment, label_classes, render_stmts
 from .errors import GradcError
 from .ir import DTYPE_NAMES, Builder, Function, Namer, Value, verify
-from .ops import ELEMENTWISE_FAMILIES, OPS
+from .ops import OPS
 from .pipeline import build
 
 IMAGE_FORMATS = ("svg", "png", "pdf")
@@ -95,7 +95,7 @@ def _trace_module(art):
         s = step.stmt
         if s.out.shape == ():
             unit = b.const(1.0)
-        elif OPS[s.op].family in ELEMENTWISE_FAMILIES:
+        elif OPS[s.op].elementwise:
             b.hint = f"{s.out.name}_ones"
             unit = b.emit("expand", 1.0, s.out)
         else:
@@ -350,8 +350,12 @@ def explain_table(bp: Backprop, digits: int = 3) -> str:
 
 
 # ------------------------------------------------------------------ the graph
-_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/", "neg": "-x", "matmul": "@",
-           "pow": "x^y", "maximum": "max", "minimum": "min"}
+def _symbol(s, digits: int) -> str:
+    """The node's label in the graph: its op's ``symbol`` (``+``, ``x^2``), else the op's name."""
+    sym = OPS[s.op].symbol
+    if callable(sym):
+        return sym(s, lambda x: fmt_num(x, digits))
+    return sym or s.op
 
 
 def _q(text: str) -> str:
@@ -392,7 +396,7 @@ def graph_dot(bp: Backprop, digits: int = 3) -> str:
         if s.op == "const":
             lines.append(f"  {node_id(s.out)} [label={_q(fmt_num(float(s.attr['value']), digits))}, shape=plaintext];")
             continue
-        sym = f"x^{fmt_num(float(s.attr['p']), digits)}" if s.op == "powc" else _SYMBOL.get(s.op, s.op)
+        sym = _symbol(s, digits)
         label = _q(sym + "\n" + s.out.name)
         lines.append(f"  {node_id(s.out)} [label={label}];")
     for s in primal:

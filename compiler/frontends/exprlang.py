@@ -4,7 +4,8 @@ Grammar (a subset of Python expressions; nothing here is ever evaluated):
 
 * numbers (``2``, ``1e-4``), names of inputs, params and earlier graph entries;
 * ``+ - * / ** @``, unary ``-``, one comparison ``< <= > >=`` (a mask for ``where``);
-* calls of the functions in :data:`FUNCTIONS`: expression operands first, then
+* calls of the functions in :data:`FUNCTIONS` (the ops whose table entry has a ``spelling``,
+  see :mod:`gradc.ops`): expression operands first, then
   constant arguments (number literals such as the slope of ``leaky_relu(x, 0.2)``,
   passed to the op as static attributes, never differentiated), and keyword
   constants such as ``axis=`` where the function's :class:`Signature` lists them.
@@ -26,7 +27,7 @@ from typing import Callable
 
 from ..errors import SpecError
 from ..ir import Builder, Value
-from ..ops import OPS
+from ..ops import OPS, REQUIRED, Const
 
 MAX_CHARS = 4000
 MAX_NODES = 2000
@@ -36,38 +37,9 @@ _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.
 _CMPOPS = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge"}
 
 
-def _unary(op):
-    return lambda b, x: b.emit(op, x)
-
-
-def _binary(op):
-    return lambda b, x, y: b.emit(op, x, y)
-
-
-def _reduce(op):
-    return lambda b, x, axis=None: b.emit(op, x, axis=axis)
-
-
 def _op(op):
     """Lowering of a function that is exactly one op: operands in order, constants as attributes."""
     return lambda b, *xs, **attrs: b.emit(op, *xs, **attrs)
-
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Const:
-    """A constant argument: a number literal in the spec, passed to the op as a static attribute.
-
-    ``kind`` is ``"number"`` (any finite int or float, passed as a float) or
-    ``"int"`` (an integer literal); ``default`` is :data:`REQUIRED` or the value
-    used when the argument is left out.
-    """
-
-    name: str
-    kind: str = "number"
-    default: object = REQUIRED
 
 
 @dataclass(frozen=True)
@@ -94,55 +66,19 @@ class Signature:
         return f"{name}({', '.join(parts)})"
 
 
-AXIS = Const("axis", "int", None)        # sum/mean: None reduces everything
-POOL_AXIS = Const("axis", "int", 1)      # pooling: over the columns by default
+def _functions() -> dict[str, Signature]:
+    """Spec function name -> its :class:`Signature`, from the op table: every op with a
+    ``spelling`` (and its ``aliases``) is the one-op function of its operands and constants."""
+    out = {}
+    for op in OPS.values():
+        if op.spelling is not None:
+            sig = Signature(op.operands, _op(op.name), op.consts, op.keywords)
+            out.update((name, sig) for name in (op.spelling, *op.aliases))
+    return out
 
-#: Spec function name -> its :class:`Signature`.
-FUNCTIONS = {
-    "exp": Signature(("x",), _unary("exp")),
-    "log": Signature(("x",), _unary("log")),
-    "sqrt": Signature(("x",), _unary("sqrt")),
-    "sin": Signature(("x",), _unary("sin")),
-    "cos": Signature(("x",), _unary("cos")),
-    "tan": Signature(("x",), _unary("tan")),
-    "tanh": Signature(("x",), _unary("tanh")),
-    "sigmoid": Signature(("x",), _unary("sigmoid")),
-    "relu": Signature(("x",), _unary("relu")),
-    "abs": Signature(("x",), _unary("abs")),
-    "transpose": Signature(("A",), _unary("transpose")),
-    "maximum": Signature(("a", "b"), _binary("maximum")),
-    "minimum": Signature(("a", "b"), _binary("minimum")),
-    "where": Signature(("cond", "a", "b"), lambda b, c, x, y: b.emit("where", c, x, y)),
-    "sum": Signature(("x",), _reduce("sum"), keywords=(AXIS,)),
-    "mean": Signature(("x",), _reduce("mean"), keywords=(AXIS,)),
-    "pick": Signature(("s", "y"), _binary("pick")),
-    "softmax_cross_entropy": Signature(("s", "y"), _binary("softmax_cross_entropy")),
-    "mse": Signature(("p", "t"), _binary("mse")),
-    # activations (issue 3)
-    "leaky_relu": Signature(("x",), _op("leaky_relu"), consts=(Const("slope", "number", 0.1),)),
-    "elu": Signature(("x",), _op("elu"), consts=(Const("alpha", "number", 1.0),)),
-    "softplus": Signature(("x",), _unary("softplus")),
-    "log_sigmoid": Signature(("x",), _unary("log_sigmoid")),
-    "maxout": Signature(("z",), _op("maxout"), consts=(Const("k", "int"),)),
-    # pooling over one axis
-    "max_pool": Signature(("x",), _op("max_pool"), keywords=(POOL_AXIS,)),
-    "lp_pool": Signature(("x",), _op("lp_pool"), consts=(Const("p"),), keywords=(POOL_AXIS,)),
-    "logavg_pool": Signature(("x",), _op("logavg_pool"), consts=(Const("beta"),), keywords=(POOL_AXIS,)),
-    "logsumexp": Signature(("x",), _reduce("logsumexp"), keywords=(AXIS,)),
-    # losses
-    "binary_cross_entropy": Signature(("logits", "y"), _binary("binary_cross_entropy")),
-    "svm_hinge": Signature(("scores", "y"), _binary("svm_hinge")),
-    # functions (issue 6, docs/sympy_functions.md)
-    **{name: Signature(("x",), _unary(name)) for name in (
-        "cot", "sec", "csc", "asin", "acos", "atan", "acot", "sinh", "cosh", "coth", "sech", "csch",
-        "asinh", "acosh", "atanh", "erf", "erfc", "gamma", "loggamma", "digamma", "sinc", "lambertw",
-        "sign", "floor", "ceil", "frac")},
-    "lgamma": Signature(("x",), _unary("loggamma")),
-    "atan2": Signature(("y", "x"), _binary("atan2")),
-    "mod": Signature(("a", "b"), _binary("mod")),
-    "polygamma": Signature(("x",), _op("polygamma"), consts=(Const("n", "int"),)),
-    "heaviside": Signature(("x",), _op("heaviside"), consts=(Const("h0", "number", 0.5),)),
-}
+
+#: Spec function name -> its :class:`Signature` (derived from the op table's spellings).
+FUNCTIONS = _functions()
 
 
 def _char_name(ch: str) -> str:

@@ -33,10 +33,28 @@ from typing import Callable
 from ..errors import ShapeError, UnsupportedError
 
 
+#: The default of a constant argument that must be given (see :class:`Const`).
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant argument of an op's spec function: a number literal in the spec, passed to the
+    op as the static attribute ``name`` (never differentiated).
+
+    ``kind`` is ``"number"`` (any finite int or float, passed as a float) or ``"int"`` (an integer
+    literal); ``default`` is :data:`REQUIRED` or the value used when the argument is left out.
+    """
+
+    name: str
+    kind: str = "number"
+    default: object = REQUIRED
+
+
 @dataclass(frozen=True)
 class Op:
     """One op-table entry: every fact about the op (the rules, and the traits the passes,
-    the AD and the back end read; no list elsewhere names ops)."""
+    the AD, the front ends and the back end read; no list elsewhere names ops)."""
 
     name: str
     family: str
@@ -59,23 +77,37 @@ class Op:
     scalar_call: Callable | None = None
     #: a long sum of terms built from it can be re-rolled into a loop over tables (gradc.passes.reroll)
     rollable: bool = False
-    #: its name as a function in the spec language, or None (not spelled there)
+    #: its operands may be swapped (``a + b == b + a``; gradc.passes.reroll orders them)
+    commutative: bool = False
+    #: its name as a function in the spec language, or None (not spelled there: an operator such
+    #: as ``+`` or ``x[1:]``, or an op only the compiler emits)
     spelling: str | None = None
-    #: its symbol in ``gradc explain`` tables (default: its name)
-    symbol: str | None = None
+    #: other names of that function in the spec language (``lgamma`` for ``loggamma``)
+    aliases: tuple[str, ...] = ()
+    #: the names of its spec function's expression operands (their number is its arity there;
+    #: usage messages show them: ``where(cond, a, b)``)
+    operands: tuple[str, ...] = ("x",)
+    #: its spec function's constant arguments after the operands (``leaky_relu(x, 0.2)``, or by
+    #: keyword), each a :class:`Const` passed to the op as a static attribute
+    consts: tuple[Const, ...] = ()
+    #: its spec function's keyword-only constant arguments (``axis=``), :class:`Const` each
+    keywords: tuple[Const, ...] = ()
+    #: its symbol in ``gradc explain`` graphs (default: its name), or a function
+    #: ``symbol(stmt, num) -> str`` of the statement (``num`` formats a number)
+    symbol: str | Callable | None = None
     #: its array result is a fresh array the generated function owns (a matrix product):
     #: the memory plan may reuse it
     fresh: bool = False
     #: ``(function, ...)``: the call that writes its result into a given output array
     #: (``np.dot(a, b, out)``), or None
     into: str | None = None
+    #: ``((value, form), ...)``: values of its constant attribute ``p`` whose element code is
+    #: plain arithmetic, not a C library call (powc: 2 is ``x * x``); its macro reads them as
+    #: ``o.op.forms`` (the printer passes the entry as ``o.op``)
+    forms: tuple[tuple[float, str], ...] = ()
 
 
 OPS: dict[str, Op] = {}
-
-#: Families whose ops act element by element (masks from a `where` pass through their adjoints;
-#: `gradc explain` shows their local derivatives).
-ELEMENTWISE_FAMILIES = ("elementwise", "select", "functions")
 
 
 def register(name: str, infer: Callable, vjp: Callable | None, note: str | Callable = "",

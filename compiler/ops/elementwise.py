@@ -23,6 +23,13 @@ constants (slope, alpha) are static attributes of the op:
   overflow for large |x|); derivative sigmoid(x).
 * ``log_sigmoid(x) = log σ(x) = −softplus(−x)``, computed as
   ``min(x, 0) − log1p(exp(−|x|))``; derivative ``1 − σ(x) = σ(−x)``.
+* ``softsign(x) = x / (1 + |x|)`` (Bergstra et al. 2009, "Quadratic polynomials learn
+  better image features"; Glorot & Bengio 2010); derivative ``1 / (1 + |x|)²``.
+
+Each entry carries its traits (``gradc.ops.Op``): ``loop=True`` for the ops a fused
+loop computes one element at a time, ``kernel=True`` for exp/tanh/sigmoid (vectorizable
+element kernels), ``scalar_call`` for those whose element code calls the C library,
+``rollable=True`` for those a re-rolled sum may contain, ``spelling`` for the spec function.
 """
 from __future__ import annotations
 
@@ -30,11 +37,11 @@ import math
 from fractions import Fraction
 
 from ..errors import ShapeError
-from . import elementwise_float, need_float, register
+from . import Const, elementwise_float, need_float, register
 
 
-def _reg(name, infer, vjp, note="", fold=None, helpers=()):
-    register(name, infer, vjp, note, fold, helpers=helpers, family="elementwise")
+def _reg(name, infer, vjp, note="", fold=None, helpers=(), **traits):
+    register(name, infer, vjp, note, fold, helpers=helpers, family="elementwise", **traits)
 
 
 def _const_rule(args, attrs):
@@ -52,62 +59,97 @@ def _unary(args, attrs):
     return elementwise_float(args, attrs)
 
 
+def libm(stmt) -> bool:
+    """``scalar_call=libm``: the op's element code always calls the C library."""
+    return True
+
+
+#: Exponents of ``powc`` with element code of their own (``x * x``, ``np.sqrt(x)``, ``1 / x``;
+#: templates/ops/elementwise.j2 reads them as ``o.op.forms``); any other calls the C library's pow.
+POWC_FORMS = ((2.0, "square"), (0.5, "sqrt"), (-1.0, "reciprocal"))
+
 _reg("const", _const_rule, None)
 # `alias` names an existing value (`x_bar = q_bar`); renders as a plain binding, no copy.
-_reg("alias", lambda args, attrs: (args[0].dtype, args[0].shape), lambda b, s, g: [g])
+_reg("alias", lambda args, attrs: (args[0].dtype, args[0].shape), lambda b, s, g: [g],
+     elementwise=True, loop=True, rollable=True)
 
-# binary arithmetic
+# binary arithmetic (spelled as operators in specs: + - * / ** and unary -)
 _reg("add", elementwise_float, lambda b, s, g: [g, g],
-     "add: distributes the gradient", lambda x, y: x + y)
+     "add: distributes the gradient", lambda x, y: x + y,
+     elementwise=True, loop=True, rollable=True, commutative=True, symbol="+")
 _reg("sub", elementwise_float, lambda b, s, g: [g, b.emit("neg", g)],
-     "sub: +g to the left, -g to the right", lambda x, y: x - y)
+     "sub: +g to the left, -g to the right", lambda x, y: x - y,
+     elementwise=True, loop=True, rollable=True, symbol="-")
 _reg("mul", elementwise_float,
      lambda b, s, g: [b.emit("mul", g, s.args[1]), b.emit("mul", g, s.args[0])],
-     "mul: swaps the inputs", lambda x, y: x * y)
+     "mul: swaps the inputs", lambda x, y: x * y,
+     elementwise=True, loop=True, rollable=True, commutative=True, symbol="*")
 _reg("div", elementwise_float,
      lambda b, s, g: [b.emit("div", g, s.args[1]),
                       b.emit("neg", b.emit("mul", g, b.emit("div", s.out, s.args[1])))],
-     "div: d(x/y) = dx/y - (x/y) dy/y", lambda x, y: x / y)
-_reg("neg", _unary, lambda b, s, g: [b.emit("neg", g)], "neg: -g", lambda x: -x)
+     "div: d(x/y) = dx/y - (x/y) dy/y", lambda x, y: x / y,
+     elementwise=True, loop=True, rollable=True, symbol="/")
+_reg("neg", _unary, lambda b, s, g: [b.emit("neg", g)], "neg: -g", lambda x: -x,
+     elementwise=True, loop=True, rollable=True, symbol="-x")
 _reg("powc", _powc_rule,
-     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.attr["p"],
-                                               b.emit("powc", s.args[0], p=s.attr["p"] - 1)))],
-     "pow: d(x^p) = p x^(p-1)")
+     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.attr["p"], b.emit("powc", s.args[0], p=s.attr["p"] - 1),
+                                               name="dpow"))],
+     "pow: d(x^p) = p x^(p-1)",
+     elementwise=True, loop=True, rollable=True, forms=POWC_FORMS,
+     scalar_call=lambda s: s.attr["p"] not in dict(POWC_FORMS),
+     symbol=lambda s, num: f"x^{num(float(s.attr['p']))}")
 _reg("pow", elementwise_float,
      lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.args[1],
-                                               b.emit("pow", s.args[0], b.emit("sub", s.args[1], 1.0)))),
-                      b.emit("mul", g, b.emit("mul", s.out, b.emit("log", s.args[0])))],
-     "pow: d(x^y) = y x^(y-1) dx + x^y log(x) dy", lambda x, y: x ** y)
+                                               b.emit("pow", s.args[0], b.emit("sub", s.args[1], 1.0)),
+                                               name="dpow_dx")),
+                      b.emit("mul", g, b.emit("mul", s.out, b.emit("log", s.args[0]), name="dpow_dy"))],
+     "pow: d(x^y) = y x^(y-1) dx + x^y log(x) dy", lambda x, y: x ** y,
+     elementwise=True, loop=True, rollable=True, scalar_call=libm, symbol="x^y")
 
 # unary math
 _reg("exp", _unary, lambda b, s, g: [b.emit("mul", g, s.out)], "exp: exp' = exp (reuses the result)", math.exp,
-     helpers=("vmath",))
-_reg("log", _unary, lambda b, s, g: [b.emit("div", g, s.args[0])], "log: 1/x", math.log)
+     helpers=("vmath",), elementwise=True, loop=True, kernel=True, rollable=True, spelling="exp")
+_reg("log", _unary, lambda b, s, g: [b.emit("div", g, s.args[0])], "log: 1/x", math.log,
+     elementwise=True, loop=True, scalar_call=libm, rollable=True, spelling="log")
 _reg("sqrt", _unary, lambda b, s, g: [b.emit("div", b.emit("mul", 0.5, g), s.out)],
-     "sqrt: 1/(2 sqrt(x)) (reuses the result)", math.sqrt)
-_reg("sin", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("cos", s.args[0]))], "sin: cos", math.sin)
+     "sqrt: 1/(2 sqrt(x)) (reuses the result)", math.sqrt,
+     elementwise=True, loop=True, rollable=True, spelling="sqrt")
+_reg("sin", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("cos", s.args[0], name="dsin"))], "sin: cos",
+     math.sin, elementwise=True, loop=True, scalar_call=libm, rollable=True, spelling="sin")
 _reg("cos", _unary, lambda b, s, g: [b.emit("neg", b.emit("mul", g, b.emit("sin", s.args[0])))],
-     "cos: -sin", math.cos)
-_reg("tan", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("add", 1.0, b.emit("mul", s.out, s.out)))],
-     "tan: 1 + tan^2 (reuses the result)", math.tan)
-_reg("tanh", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sub", 1.0, b.emit("mul", s.out, s.out)))],
-     "tanh: 1 - t^2 (reuses the result)", math.tanh, helpers=("vmath",))
+     "cos: -sin", math.cos, elementwise=True, loop=True, scalar_call=libm, rollable=True, spelling="cos")
+_reg("tan", _unary,
+     lambda b, s, g: [b.emit("mul", g, b.emit("add", 1.0, b.emit("mul", s.out, s.out), name="dtan"))],
+     "tan: 1 + tan^2 (reuses the result)", math.tan,
+     elementwise=True, loop=True, scalar_call=libm, rollable=True, spelling="tan")
+_reg("tanh", _unary,
+     lambda b, s, g: [b.emit("mul", g, b.emit("sub", 1.0, b.emit("mul", s.out, s.out), name="dtanh"))],
+     "tanh: 1 - t^2 (reuses the result)", math.tanh, helpers=("vmath",),
+     elementwise=True, loop=True, kernel=True, rollable=True, spelling="tanh")
 # sigmoid' = s(1 - s), computed as s(x) s(-x): for x = 40, 1 - s rounds to 0 but s(-40) = 4.2e-18
 _reg("sigmoid", _unary,
-     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.out, b.emit("sigmoid", b.emit("neg", s.args[0]))))],
-     "sigmoid: s(1 - s) = s(x) s(-x) (reuses the result)", lambda x: _sigmoid(x), helpers=("vmath",))
+     lambda b, s, g: [b.emit("mul", g, b.emit("mul", s.out, b.emit("sigmoid", b.emit("neg", s.args[0])),
+                                               name="dsigmoid"))],
+     "sigmoid: s(1 - s) = s(x) s(-x) (reuses the result)", lambda x: _sigmoid(x), helpers=("vmath",),
+     elementwise=True, loop=True, kernel=True, rollable=True, spelling="sigmoid")
 _reg("relu", _unary,
-     lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0), g, 0.0)],
-     "relu: routes g where x > 0 (relu'(0) = 0)", lambda x: max(x, 0.0))
-_reg("abs", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sign", s.args[0]))],
-     "abs: sign(x) (|x|'(0) = 0)", abs)
-_reg("sign", _unary, None, fold=lambda x: float((x > 0) - (x < 0)))
+     lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0, name="relu_mask"), g, 0.0)],
+     "relu: routes g where x > 0 (relu'(0) = 0)", lambda x: max(x, 0.0),
+     elementwise=True, loop=True, rollable=True, spelling="relu")
+_reg("abs", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sign", s.args[0], name="dabs"))],
+     "abs: sign(x) (|x|'(0) = 0)", abs, elementwise=True, loop=True, rollable=True, spelling="abs")
+_reg("sign", _unary, None, fold=lambda x: float((x > 0) - (x < 0)),
+     elementwise=True, loop=True, spelling="sign")
 _reg("maximum", elementwise_float,
-     lambda b, s, g: _route(b, b.emit("ge", s.args[0], s.args[1]), g),
-     "max: routes to the larger input", max)
+     lambda b, s, g: _route(b, b.emit("ge", s.args[0], s.args[1], name="maximum_mask"), g),
+     "max: routes to the larger input", max,
+     elementwise=True, loop=True, rollable=True, commutative=True, spelling="maximum", operands=("a", "b"),
+     symbol="max")
 _reg("minimum", elementwise_float,
-     lambda b, s, g: _route(b, b.emit("le", s.args[0], s.args[1]), g),
-     "min: routes to the smaller input", min)
+     lambda b, s, g: _route(b, b.emit("le", s.args[0], s.args[1], name="minimum_mask"), g),
+     "min: routes to the smaller input", min,
+     elementwise=True, loop=True, rollable=True, commutative=True, spelling="minimum", operands=("a", "b"),
+     symbol="min")
 
 
 def _route(b, first_wins, g):
@@ -139,15 +181,33 @@ def _softplus(x):
 
 
 _reg("leaky_relu", _activation_rule("slope"),
-     lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0), g, b.emit("mul", g, s.attr["slope"]))],
-     "leaky_relu: g where x > 0, slope*g where x <= 0 (the max(slope*x, x) tie rule at 0)")
+     lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0, name="leaky_relu_mask"), g,
+                             b.emit("mul", g, s.attr["slope"]))],
+     "leaky_relu: g where x > 0, slope*g where x <= 0 (the max(slope*x, x) tie rule at 0)",
+     elementwise=True, loop=True, rollable=True, spelling="leaky_relu", consts=(Const("slope", "number", 0.1),))
 _reg("elu", _activation_rule("alpha"),
-     lambda b, s, g: [b.emit("where", b.emit("ge", s.args[0], 0.0), g,
+     lambda b, s, g: [b.emit("where", b.emit("ge", s.args[0], 0.0, name="elu_mask"), g,
                              b.emit("mul", g, b.emit("mul", s.attr["alpha"],
-                                                     b.emit("exp", b.emit("minimum", s.args[0], 0.0)))))],
-     "elu: g where x >= 0, g alpha e^x where x < 0")
-_reg("softplus", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sigmoid", s.args[0]))],
-     "softplus: sigmoid(x)", _softplus)
+                                                     b.emit("exp", b.emit("minimum", s.args[0], 0.0)),
+                                                     name="delu")))],
+     "elu: g where x >= 0, g alpha e^x where x < 0",
+     elementwise=True, loop=True, scalar_call=libm, rollable=True, spelling="elu",
+     consts=(Const("alpha", "number", 1.0),))
+_reg("softplus", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sigmoid", s.args[0], name="dsoftplus"))],
+     "softplus: sigmoid(x)", _softplus,
+     elementwise=True, loop=True, scalar_call=libm, rollable=True, spelling="softplus")
 _reg("log_sigmoid", _unary,
-     lambda b, s, g: [b.emit("mul", g, b.emit("sigmoid", b.emit("neg", s.args[0])))],
-     "log_sigmoid: 1 - sigmoid(x) = sigmoid(-x)", lambda x: -_softplus(-x))
+     lambda b, s, g: [b.emit("mul", g, b.emit("sigmoid", b.emit("neg", s.args[0]), name="dlog_sigmoid"))],
+     "log_sigmoid: 1 - sigmoid(x) = sigmoid(-x)", lambda x: -_softplus(-x),
+     elementwise=True, loop=True, scalar_call=libm, rollable=True, spelling="log_sigmoid")
+
+
+def _softsign_vjp(b, s, g):
+    """g / (1 + |x|)^2, from the operand (1 - |y| = 1/(1 + |x|) would cancel for large |x|)."""
+    den = b.emit("add", 1.0, b.emit("abs", s.args[0]))
+    return [b.emit("mul", g, b.emit("div", 1.0, b.emit("mul", den, den), name="dsoftsign"))]
+
+
+# softsign(x) = x / (1 + |x|) (Bergstra et al. 2009; Glorot & Bengio 2010), derivative 1/(1 + |x|)^2
+_reg("softsign", _unary, _softsign_vjp, "softsign: 1/(1 + |x|)^2", lambda x: x / (1.0 + abs(x)),
+     elementwise=True, loop=True, rollable=True, spelling="softsign")

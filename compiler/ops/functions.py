@@ -29,17 +29,18 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from . import elementwise_float, register
+from . import Const, elementwise_float, register
 
 
-def _neg(b, v):
-    return b.emit("neg", v)
+def _neg(b, v, name=None):
+    return b.emit("neg", v, name=name)
 
 
-def _mul(b, *vs):
+def _mul(b, *vs, name=None):
+    """The product of ``vs`` from the left; ``name`` names the result."""
     acc = vs[0]
-    for v in vs[1:]:
-        acc = b.emit("mul", acc, v)
+    for k, v in enumerate(vs[1:], 2):
+        acc = b.emit("mul", acc, v, name=name if k == len(vs) else None)
     return acc
 
 
@@ -58,59 +59,65 @@ def _fold_acot(x):
 
 _HELPER = ("math",)            # `import math` in the generated module, then the op's own helpers
 
-#: op -> (derivative d(b, x, y) = f'(x) built in IR from the operand x and the result y,
-#: the note beside adjoint code, the constant-folding function, the template helpers);
-#: the adjoint rule is g * d(x, y).
+#: op -> (derivative d(b, x, y, n) = f'(x) built in IR from the operand x and the result y, its
+#: last value named n (``dasin``), the note beside adjoint code, the constant-folding function, the
+#: template helpers); the adjoint rule is g * d(x, y).
 UNARY = {
-    "cot": (lambda b, x, y: _neg(b, b.emit("add", 1.0, _mul(b, y, y))),
+    "cot": (lambda b, x, y, n: _neg(b, b.emit("add", 1.0, _mul(b, y, y)), name=n),
             "cot: -(1 + cot^2) (reuses the result)", lambda x: 1.0 / math.tan(x), ()),
-    "sec": (lambda b, x, y: _mul(b, y, b.emit("tan", x)), "sec: sec tan", lambda x: 1.0 / math.cos(x), ()),
-    "csc": (lambda b, x, y: _neg(b, _mul(b, y, y, b.emit("cos", x))), "csc: -csc cot = -csc^2 cos",
+    "sec": (lambda b, x, y, n: _mul(b, y, b.emit("tan", x), name=n), "sec: sec tan",
+            lambda x: 1.0 / math.cos(x), ()),
+    "csc": (lambda b, x, y, n: _neg(b, _mul(b, y, y, b.emit("cos", x)), name=n), "csc: -csc cot = -csc^2 cos",
             lambda x: 1.0 / math.sin(x), ()),
-    "asin": (lambda b, x, y: b.emit("div", 1.0, _sqrt(b, _one_minus_sq(b, x))),
+    "asin": (lambda b, x, y, n: b.emit("div", 1.0, _sqrt(b, _one_minus_sq(b, x)), name=n),
              "asin: 1/sqrt((1 - x)(1 + x))", math.asin, ()),
-    "acos": (lambda b, x, y: b.emit("div", -1.0, _sqrt(b, _one_minus_sq(b, x))),
+    "acos": (lambda b, x, y, n: b.emit("div", -1.0, _sqrt(b, _one_minus_sq(b, x)), name=n),
              "acos: -1/sqrt((1 - x)(1 + x))", math.acos, ()),
-    "atan": (lambda b, x, y: b.emit("div", 1.0, b.emit("add", 1.0, _mul(b, x, x))), "atan: 1/(1 + x^2)",
-             math.atan, ()),
-    "acot": (lambda b, x, y: b.emit("div", -1.0, b.emit("add", 1.0, _mul(b, x, x))),
+    "atan": (lambda b, x, y, n: b.emit("div", 1.0, b.emit("add", 1.0, _mul(b, x, x)), name=n),
+             "atan: 1/(1 + x^2)", math.atan, ()),
+    "acot": (lambda b, x, y, n: b.emit("div", -1.0, b.emit("add", 1.0, _mul(b, x, x)), name=n),
              "acot: -1/(1 + x^2) (acot(0) = pi/2: SymPy's value at the jump)", _fold_acot, ()),
-    "sinh": (lambda b, x, y: b.emit("cosh", x), "sinh: cosh", math.sinh, ()),
-    "cosh": (lambda b, x, y: b.emit("sinh", x), "cosh: sinh", math.cosh, ()),
-    "coth": (lambda b, x, y: b.emit("div", -1.0, _mul(b, b.emit("sinh", x), b.emit("sinh", x))),
+    "sinh": (lambda b, x, y, n: b.emit("cosh", x, name=n), "sinh: cosh", math.sinh, ()),
+    "cosh": (lambda b, x, y, n: b.emit("sinh", x, name=n), "cosh: sinh", math.cosh, ()),
+    "coth": (lambda b, x, y, n: b.emit("div", -1.0, _mul(b, b.emit("sinh", x), b.emit("sinh", x)), name=n),
              "coth: -1/sinh^2", lambda x: 1.0 / math.tanh(x), ()),
-    "sech": (lambda b, x, y: _neg(b, _mul(b, y, b.emit("tanh", x))), "sech: -sech tanh",
+    "sech": (lambda b, x, y, n: _neg(b, _mul(b, y, b.emit("tanh", x)), name=n), "sech: -sech tanh",
              lambda x: 1.0 / math.cosh(x), ()),
-    "csch": (lambda b, x, y: _neg(b, b.emit("div", y, b.emit("tanh", x))), "csch: -csch coth = -csch/tanh",
-             lambda x: 1.0 / math.sinh(x), ()),
-    "asinh": (lambda b, x, y: b.emit("div", 1.0, _sqrt(b, b.emit("add", 1.0, _mul(b, x, x)))),
+    "csch": (lambda b, x, y, n: _neg(b, b.emit("div", y, b.emit("tanh", x)), name=n),
+             "csch: -csch coth = -csch/tanh", lambda x: 1.0 / math.sinh(x), ()),
+    "asinh": (lambda b, x, y, n: b.emit("div", 1.0, _sqrt(b, b.emit("add", 1.0, _mul(b, x, x))), name=n),
               "asinh: 1/sqrt(1 + x^2)", math.asinh, ()),
-    "acosh": (lambda b, x, y: b.emit("div", 1.0, _sqrt(b, _mul(b, b.emit("sub", x, 1.0), b.emit("add", x, 1.0)))),
+    "acosh": (lambda b, x, y, n: b.emit("div", 1.0, _sqrt(b, _mul(b, b.emit("sub", x, 1.0), b.emit("add", x, 1.0))),
+                                        name=n),
               "acosh: 1/sqrt((x - 1)(x + 1))", math.acosh, ()),
-    "atanh": (lambda b, x, y: b.emit("div", 1.0, _one_minus_sq(b, x)), "atanh: 1/((1 - x)(1 + x))",
+    "atanh": (lambda b, x, y, n: b.emit("div", 1.0, _one_minus_sq(b, x), name=n), "atanh: 1/((1 - x)(1 + x))",
               math.atanh, ()),
-    "erf": (lambda b, x, y: _mul(b, 2.0 / math.sqrt(math.pi), b.emit("exp", _neg(b, _mul(b, x, x)))),
+    "erf": (lambda b, x, y, n: _mul(b, 2.0 / math.sqrt(math.pi), b.emit("exp", _neg(b, _mul(b, x, x))), name=n),
             "erf: 2/sqrt(pi) exp(-x^2)", math.erf, _HELPER + ("erf",)),
-    "erfc": (lambda b, x, y: _mul(b, -2.0 / math.sqrt(math.pi), b.emit("exp", _neg(b, _mul(b, x, x)))),
+    "erfc": (lambda b, x, y, n: _mul(b, -2.0 / math.sqrt(math.pi), b.emit("exp", _neg(b, _mul(b, x, x))), name=n),
              "erfc: -2/sqrt(pi) exp(-x^2)", math.erfc, _HELPER + ("erfc",)),
-    "gamma": (lambda b, x, y: _mul(b, y, b.emit("digamma", x)), "gamma: gamma digamma (reuses the result)",
-              math.gamma, _HELPER + ("gamma",)),
-    "loggamma": (lambda b, x, y: b.emit("digamma", x), "loggamma: digamma", math.lgamma, _HELPER + ("loggamma",)),
-    "digamma": (lambda b, x, y: b.emit("polygamma", x, n=1), "digamma: polygamma(1, x)", None,
+    "gamma": (lambda b, x, y, n: _mul(b, y, b.emit("digamma", x), name=n),
+              "gamma: gamma digamma (reuses the result)", math.gamma, _HELPER + ("gamma",)),
+    "loggamma": (lambda b, x, y, n: b.emit("digamma", x, name=n), "loggamma: digamma", math.lgamma,
+                 _HELPER + ("loggamma",)),
+    "digamma": (lambda b, x, y, n: b.emit("polygamma", x, n=1, name=n), "digamma: polygamma(1, x)", None,
                 _HELPER + ("polygamma",)),
 }
 
 
-def _reg(name, infer, vjp, note="", fold=None, helpers=()):
-    register(name, infer, vjp, note, fold, helpers, family="functions")
+def _reg(name, infer, vjp, note="", fold=None, helpers=(), **traits):
+    """Every op here is elementwise; ``traits`` are the other fields of :class:`~gradc.ops.Op`."""
+    register(name, infer, vjp, note, fold, helpers, family="functions", elementwise=True, **traits)
 
 
-def _scaled(derivative):
-    return lambda b, s, g: [b.emit("mul", g, derivative(b, s.args[0], s.out))]
+def _scaled(name, derivative):
+    """The adjoint rule g * f'(x), with f'(x) named by its role (``dasin``)."""
+    return lambda b, s, g: [b.emit("mul", g, derivative(b, s.args[0], s.out, "d" + name))]
 
 
 for _name, (_d, _note, _fold, _helpers) in UNARY.items():
-    _reg(_name, elementwise_float, _scaled(_d), _note, _fold, _helpers)
+    _reg(_name, elementwise_float, _scaled(_name, _d), _note, _fold, _helpers, spelling=_name,
+         aliases=("lgamma",) if _name == "loggamma" else ())
 
 
 # ------------------------------------------------------------ ops with attributes or two operands
@@ -134,35 +141,38 @@ def _sinc(x):
 
 _reg("polygamma", _polygamma_rule,
      lambda b, s, g: [b.emit("mul", g, b.emit("polygamma", s.args[0], n=s.attr["n"] + 1))],
-     "polygamma: polygamma(n + 1, x)", helpers=_HELPER + ("polygamma",))
+     "polygamma: polygamma(n + 1, x)", helpers=_HELPER + ("polygamma",),
+     spelling="polygamma", consts=(Const("n", "int"),))
 _reg("sinc", elementwise_float, lambda b, s, g: [b.emit("sinc_vjp", g, s.args[0])],
-     "sinc: (x cos x - sin x)/x^2 (a series near 0; sinc(0) = 1, sinc'(0) = 0)", _sinc, _HELPER + ("sinc",))
+     "sinc: (x cos x - sin x)/x^2 (a series near 0; sinc(0) = 1, sinc'(0) = 0)", _sinc, _HELPER + ("sinc",),
+     spelling="sinc")
 _reg("sinc_vjp", elementwise_float, None, helpers=_HELPER + ("sinc",))
 _reg("lambertw", elementwise_float, lambda b, s, g: [b.emit("lambertw_vjp", g, s.args[0])],
      "lambertw: W/(x(1 + W)) = exp(-W)/(1 + W) (1 + W from the series at the branch point -1/e)",
-     helpers=_HELPER + ("lambertw",))
+     helpers=_HELPER + ("lambertw",), spelling="lambertw")
 _reg("lambertw_vjp", elementwise_float, None, helpers=_HELPER + ("lambertw",))
 _reg("atan2", elementwise_float,
      lambda b, s, g: _atan2_vjp(b, s.args[0], s.args[1], g),
      "atan2(y, x): (x dy - y dx)/(x^2 + y^2) (jump across x < 0, y = 0: the a.e. derivative)",
-     math.atan2)
+     math.atan2, spelling="atan2", operands=("y", "x"))
 
 
 def _atan2_vjp(b, y, x, g):
-    r2 = b.emit("add", _mul(b, x, x), _mul(b, y, y))
+    r2 = b.emit("add", _mul(b, x, x), _mul(b, y, y), name="r2")
     return [b.emit("div", _mul(b, g, x), r2), _neg(b, b.emit("div", _mul(b, g, y), r2))]
 
 
 # piecewise constant and kinks: values exact, the derivative almost everywhere (also used at the jumps)
 _reg("heaviside", _heaviside_rule, lambda b, s, g: [None],
-     "heaviside: 0 almost everywhere (the jump at 0 has value h0, derivative 0)")
+     "heaviside: 0 almost everywhere (the jump at 0 has value h0, derivative 0)",
+     spelling="heaviside", consts=(Const("h0", "number", 0.5),))
 _reg("floor", elementwise_float, lambda b, s, g: [None], "floor: 0 almost everywhere (0 at the integers too)",
-     lambda x: float(math.floor(x)))
+     lambda x: float(math.floor(x)), spelling="floor")
 _reg("ceil", elementwise_float, lambda b, s, g: [None], "ceil: 0 almost everywhere (0 at the integers too)",
-     lambda x: float(math.ceil(x)))
+     lambda x: float(math.ceil(x)), spelling="ceil")
 _reg("frac", elementwise_float, lambda b, s, g: [g], "frac: 1 almost everywhere (1 at the integers too)",
-     lambda x: x - math.floor(x))
+     lambda x: x - math.floor(x), spelling="frac")
 _reg("mod", elementwise_float,
      lambda b, s, g: [g, _neg(b, _mul(b, g, b.emit("floor", b.emit("div", s.args[0], s.args[1]))))],
      "mod(a, b) = a - b floor(a/b): 1 to a, -floor(a/b) to b (the same formula at the jumps)",
-     lambda a, b: a % b)
+     lambda a, b: a % b, spelling="mod", operands=("a", "b"))

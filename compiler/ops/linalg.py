@@ -29,12 +29,17 @@ def _matmul_rule(args, attrs):
 def _matmul_vjp(b, s, g):
     x, y = s.args
     if x.rank == 2 and y.rank == 2:
-        return [b.emit("matmul", g, b.emit("transpose", y)), b.emit("matmul", b.emit("transpose", x), g)]
+        return [b.emit("matmul", g, _T(b, y)), b.emit("matmul", _T(b, x), g)]
     if x.rank == 2:           # [m,k] @ [k] -> [m]
-        return [b.emit("outer", g, y), b.emit("matmul", b.emit("transpose", x), g)]
+        return [b.emit("outer", g, y), b.emit("matmul", _T(b, x), g)]
     if y.rank == 2:           # [k] @ [k,n] -> [n]
         return [b.emit("matmul", y, g), b.emit("outer", x, g)]
     return [b.emit("mul", g, y), b.emit("mul", g, x)]   # dot product
+
+
+def _T(b, x):
+    """``x`` transposed, named by its role: ``W2_T``."""
+    return b.emit("transpose", x, name=f"{x.name}_T")
 
 
 def _transpose_rule(args, attrs):
@@ -74,12 +79,14 @@ def _matmul_note(s, pos):
     return "matmul: " + rules[pos]
 
 
-register("matmul", _matmul_rule, _matmul_vjp, _matmul_note, family="linalg")
+# spelled `a @ b` in specs; with an array result, BLAS writes a new array (or into `out`)
+register("matmul", _matmul_rule, _matmul_vjp, _matmul_note, family="linalg", symbol="@", fresh=True,
+         into="np.dot")
 register("transpose", _transpose_rule, lambda b, s, g: [b.emit("transpose", g)],
-         "transpose: transposes g", family="linalg")
+         "transpose: transposes g", family="linalg", spelling="transpose", operands=("A",))
 register("outer", _outer_rule,
          lambda b, s, g: [b.emit("matmul", g, s.args[1]), b.emit("matmul", s.args[0], g)],
-         "outer: d(abᵀ) = G b, Gᵀ a", helpers=("outer",), family="linalg")
+         "outer: d(abᵀ) = G b, Gᵀ a", helpers=("outer",), family="linalg", into="_outer_into")
 register("item", _item_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
          "item: fills a 1x1 array with g", family="linalg")
 

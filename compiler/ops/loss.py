@@ -60,15 +60,16 @@ def _mse_vjp(b, s, g):
 
 
 register("pick", _label_rule, lambda b, s, g: [b.emit("pick_vjp", g, *s.args), None],
-         "pick: scatters g into the picked entries", helpers=("pick",), family="loss")
+         "pick: scatters g into the picked entries", helpers=("pick",), family="loss",
+         spelling="pick", operands=("s", "y"))
 register("pick_vjp", _label_vjp_rule, None, helpers=("pick_vjp",), family="loss")
 register("softmax_cross_entropy", _label_rule,
          lambda b, s, g: [b.emit("softmax_cross_entropy_vjp", g, *s.args), None],
          "softmax cross-entropy: g (softmax(s) - onehot(y))", helpers=("softmax_cross_entropy",),
-         family="loss")
+         family="loss", spelling="softmax_cross_entropy", operands=("s", "y"))
 register("softmax_cross_entropy_vjp", _label_vjp_rule, None,
          helpers=("softmax_cross_entropy_vjp",), family="loss")
-register("mse", _mse_rule, _mse_vjp, "mse: 2 (p - t) / n", family="loss")
+register("mse", _mse_rule, _mse_vjp, "mse: 2 (p - t) / n", family="loss", spelling="mse", operands=("p", "t"))
 
 
 # ------------------------------------------------------------ issue 3
@@ -81,13 +82,14 @@ def _bce_vjp(b, s, g):
     # -sigmoid(-z), where sigmoid(z) - 1 would round to 0 for z > 37)
     z, y = s.args
     dz = b.emit("sub", b.emit("mul", b.emit("sub", 1.0, y), b.emit("sigmoid", z)),
-                b.emit("mul", y, b.emit("sigmoid", b.emit("neg", z))))
+                b.emit("mul", y, b.emit("sigmoid", b.emit("neg", z))), name="dbce")
     return [b.emit("mul", g, dz), b.emit("neg", b.emit("mul", g, z))]
 
 
 register("binary_cross_entropy", _bce_rule, _bce_vjp,
-         "binary cross-entropy: g (sigmoid(z) - y) to the logits, -g z to the targets", family="loss")
+         "binary cross-entropy: g (sigmoid(z) - y) to the logits, -g z to the targets", family="loss",
+         elementwise=True, spelling="binary_cross_entropy", operands=("logits", "y"))
 register("svm_hinge", _label_rule, lambda b, s, g: [b.emit("svm_hinge_vjp", g, *s.args), None],
          "svm hinge: g_i to each s_j with margin > 0, minus g_i per such j to s[i, y[i]] (margin 0 inactive)",
-         helpers=("svm_hinge",), family="loss")
+         helpers=("svm_hinge",), family="loss", spelling="svm_hinge", operands=("scores", "y"))
 register("svm_hinge_vjp", _label_vjp_rule, None, helpers=("svm_hinge_vjp",), family="loss")

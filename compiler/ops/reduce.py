@@ -39,7 +39,12 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from . import check_axis, float_dtype, fmt, need_float, register
+from . import Const, check_axis, float_dtype, fmt, need_float, register
+
+#: ``axis=`` of sum, mean and logsumexp in specs: None reduces the whole array
+AXIS = Const("axis", "int", None)
+#: ``axis=`` of pooling in specs: over the columns by default
+POOL_AXIS = Const("axis", "int", 1)
 
 
 def _reduced(v, axis):
@@ -86,14 +91,17 @@ def _expand_vjp(b, s, g):
 
 register("sum", _reduce_rule,
          lambda b, s, g: [b.emit("expand", g, s.args[0], axis=s.attr.get("axis"))],
-         "sum: copies g to every summed element", helpers=("sum_axis",), family="reduce")
+         "sum: copies g to every summed element", helpers=("sum_axis",), family="reduce",
+         spelling="sum", keywords=(AXIS,))
 register("mean", _reduce_rule,
          lambda b, s, g: [b.emit("expand", b.emit("div", g, b.emit("size", s.args[0], axis=s.attr.get("axis"))),
                                  s.args[0], axis=s.attr.get("axis"))],
-         "mean: copies g/n to every element", helpers=("sum_axis",), family="reduce")
+         "mean: copies g/n to every element", helpers=("sum_axis",), family="reduce",
+         spelling="mean", keywords=(AXIS,))
 register("sum_to", _sum_to_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
          "sum_to: broadcasts g back", helpers=("sum_axis",), family="reduce")
-register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce")
+# a loop can broadcast a scalar one element at a time (gradc.codegen)
+register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce", loop=True)
 register("size", _size_rule, None, family="reduce")
 
 
@@ -169,18 +177,22 @@ def _pool_vjp_with_result_rule(args, attrs):
 
 
 register("max_pool", _pool_rule(), lambda b, s, g: [b.emit("max_pool_vjp", g, s.args[0], axis=s.attr["axis"])],
-         "max_pool: routes g to the maximum (ties to the first)", helpers=("max_pool",), family="reduce")
+         "max_pool: routes g to the maximum (ties to the first)", helpers=("max_pool",), family="reduce",
+         spelling="max_pool", keywords=(POOL_AXIS,))
 register("max_pool_vjp", _pool_vjp_rule, None, helpers=("max_pool_vjp",), family="reduce")
 register("lp_pool", _pool_rule("p"),
          lambda b, s, g: [b.emit("lp_pool_vjp", g, s.args[0], s.out, **s.attr)],
-         "lp_pool: g (x_i / y)^(p-1)", helpers=("lp_pool",), family="reduce")
+         "lp_pool: g (x_i / y)^(p-1)", helpers=("lp_pool",), family="reduce",
+         spelling="lp_pool", consts=(Const("p"),), keywords=(POOL_AXIS,))
 register("lp_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("lp_pool_vjp",), family="reduce")
 register("logavg_pool", _pool_rule("beta"),
          lambda b, s, g: [b.emit("logavg_pool_vjp", g, s.args[0], s.out, **s.attr)],
-         "logavg_pool: g softmax(beta x) = g exp(beta (x - y)) / n", helpers=("logavg_pool",), family="reduce")
+         "logavg_pool: g softmax(beta x) = g exp(beta (x - y)) / n", helpers=("logavg_pool",), family="reduce",
+         spelling="logavg_pool", consts=(Const("beta"),), keywords=(POOL_AXIS,))
 register("logavg_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("logavg_pool_vjp",), family="reduce")
 register("maxout", _maxout_rule, lambda b, s, g: [b.emit("maxout_vjp", g, s.args[0], k=s.attr["k"])],
-         "maxout: routes g to the winning piece (ties to the first)", helpers=("maxout",), family="reduce")
+         "maxout: routes g to the winning piece (ties to the first)", helpers=("maxout",), family="reduce",
+         spelling="maxout", operands=("z",), consts=(Const("k", "int"),))
 register("maxout_vjp", _maxout_vjp_rule, None, helpers=("maxout_vjp",), family="reduce")
 
 
@@ -188,7 +200,7 @@ register("maxout_vjp", _maxout_vjp_rule, None, helpers=("maxout_vjp",), family="
 def _logsumexp_vjp(b, s, g):
     """g softmax(x) = g exp(x - y), with y the op's own result (each factor <= 1: no overflow)."""
     x, axis = s.args[0], s.attr.get("axis")
-    soft = b.emit("exp", b.emit("sub", x, b.emit("expand", s.out, x, axis=axis)))
+    soft = b.emit("exp", b.emit("sub", x, b.emit("expand", s.out, x, axis=axis)), name="softmax")
     return [b.emit("mul", b.emit("expand", g, x, axis=axis), soft)]
 
 
@@ -196,4 +208,4 @@ def _logsumexp_vjp(b, s, g):
 # M + log1p(Σ_{i ≠ argmax} exp(x_i - M)) with M the (first) maximum: finite for any finite input,
 # and a dominant entry keeps the tiny rest that log(1 + 1e-30) would round away.
 register("logsumexp", _reduce_rule, _logsumexp_vjp, "logsumexp: g softmax(x) = g exp(x - y)",
-         helpers=("logsumexp",), family="reduce")
+         helpers=("logsumexp",), family="reduce", spelling="logsumexp", keywords=(AXIS,))

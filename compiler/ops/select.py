@@ -28,10 +28,12 @@ def _where_rule(args, attrs):
 
 
 for _name, _fn in (("lt", operator.lt), ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge)):
-    register(_name, compare_rule, None, fold=_fn, family="select")
-register("logical_and", _bool_rule, None, family="select")
-register("logical_or", _bool_rule, None, family="select")
-register("logical_not", _bool_rule, None, family="select")
+    # spelled as the comparison operators < <= > >= in specs
+    register(_name, compare_rule, None, fold=_fn, family="select", elementwise=True, loop=True)
+register("logical_and", _bool_rule, None, family="select", elementwise=True, loop=True)
+register("logical_or", _bool_rule, None, family="select", elementwise=True, loop=True)
+register("logical_not", _bool_rule, None, family="select", elementwise=True, loop=True)
 register("where", _where_rule,
          lambda b, s, g: [None, b.emit("where", s.args[0], g, 0.0), b.emit("where", s.args[0], 0.0, g)],
-         "where: routes g to the taken branch", family="select")
+         "where: routes g to the taken branch", family="select",
+         elementwise=True, loop=True, spelling="where", operands=("cond", "a", "b"))
