@@ -14,7 +14,16 @@ An :class:`Op` entry holds everything about one op:
 * ``fold``: a Python function of the operand numbers used by constant folding
   (scalar operands only), or None;
 * the template fragment: the Jinja2 macro named like the op in
-  ``templates/ops/<family>.j2``, where ``family`` is the module defining it.
+  ``templates/ops/<family>.j2``, where ``family`` is the module defining it;
+* its traits (see the fields of :class:`Op`): what the AD's masking, ``gradc explain``,
+  the spec language, the re-rolling pass and the back end need to know about it.
+
+Adding an op is one ``register`` call in ``compiler/ops/<family>.py`` with its traits
+(``elementwise=True, loop=True, rollable=True, spelling=...``) and one macro in
+``templates/ops/<family>.j2``; the rest of the compiler reads the traits
+(tests/test_op_traits.py adds an activation that way and checks it needs nothing else).
+VJP rules name the derived values they emit by their role (``name=`` of ``b.emit``):
+``W2_T`` for a transpose, ``dtanh`` for a local derivative.
 
 Float dtypes: ``f64`` and ``f32``. An op's float result has the float dtype of
 its operands, and mixing them gives ``f64``, as in NumPy (:func:`float_dtype`);
