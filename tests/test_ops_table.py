@@ -78,13 +78,18 @@ def _scalar_args(name: str) -> list:
 
 def test_traits_are_consistent():
     """What each trait implies: a kernel or a C call is element code of a loop op; a rollable
-    op is loopable; a loop op is elementwise (or the broadcast `expand`); the SymPy functions
-    and comparisons are elementwise; `fresh` and `into` are products."""
+    op is loopable; an op a loop computes element by element is elementwise, and the other loop
+    kinds are the sums, the zero-padding scatter, the broadcast and the alias; the SymPy
+    functions and comparisons are elementwise; `fresh` and `into` are products."""
+    assert {n: op.loop for n, op in OPS.items() if op.loop not in (True, False)} == \
+        {"alias": "alias", "expand": "broadcast", "sum": "reduce", "sum_to": "reduce", "unslice": "scatter"}
     for name, op in OPS.items():
-        if op.kernel or op.scalar_call is not None or op.rollable:
-            assert op.loop, name
-        if op.loop:
-            assert op.elementwise or name == "expand", name
+        if op.kernel or op.scalar_call is not None:
+            assert op.loop is True, name
+        if op.rollable:
+            assert op.loop in (True, "alias"), name
+        if op.loop is True:
+            assert op.elementwise, name
         if op.family in ("functions", "select"):
             assert op.elementwise, name
         if op.kernel:
@@ -111,9 +116,9 @@ def test_spelling_matches_the_macro(name):
         assert FUNCTIONS[spelled].consts == op.consts and FUNCTIONS[spelled].keywords == op.keywords
 
 
-@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.loop and n != "expand"))
+@pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.loop in (True, "alias")))
 def test_loop_op_macro_renders_scalar_code(name):
-    """``loop=True``: with every operand a scalar and ``o.elem`` set, the macro is scalar Python
+    """``loop=True`` (and the alias): with every operand a scalar and ``o.elem`` set, the macro is scalar Python
     code; evaluated (the element kernels stood in by NumPy) it gives a scalar, and the entry's
     constant-folding function's value where it has one."""
     args = _scalar_args(name)

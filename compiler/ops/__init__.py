@@ -77,8 +77,11 @@ class Op:
     #: acts element by element with broadcasting: a `where` mask passes through its VJP, and
     #: ``gradc explain`` shows its local derivatives
     elementwise: bool = False
-    #: a fused loop can compute it one element at a time (its macro renders scalar code with ``o.elem``)
-    loop: bool = False
+    #: how a fused loop computes it (gradc.backend.schedule): ``True`` one element at a time (its
+    #: macro renders scalar code with ``o.elem``); ``"reduce"`` a sum of a loop value accumulated in
+    #: the loop; ``"scatter"`` written into a zero array at an offset; ``"broadcast"`` a scalar
+    #: broadcast to the loop's shape; ``"alias"`` another name for a value; False: never in a loop
+    loop: bool | str = False
     #: its element code is a vectorizable kernel call (``_exp1`` ...): a loop holding it vectorizes
     kernel: bool = False
     #: ``scalar_call(stmt) -> bool``: its element code calls the C library (a loop holding it does

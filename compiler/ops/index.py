@@ -48,7 +48,7 @@ register("slice", _slice_rule,
          "slice: pads the gradient with zeros", family="index")
 register("unslice", _unslice_rule,
          lambda b, s, g: [b.emit("slice", g, **s.attr), None],
-         "unslice: slices the gradient", family="index")
+         "unslice: slices the gradient", family="index", loop="scatter")
 
 
 # ------------------------------------------------------------ single elements (issue 6: SymPy X[i, j], x[3])

@@ -92,16 +92,15 @@ def _expand_vjp(b, s, g):
 register("sum", _reduce_rule,
          lambda b, s, g: [b.emit("expand", g, s.args[0], axis=s.attr.get("axis"))],
          "sum: copies g to every summed element", helpers=("sum_axis",), family="reduce",
-         spelling="sum", keywords=(AXIS,))
+         loop="reduce", spelling="sum", keywords=(AXIS,))
 register("mean", _reduce_rule,
          lambda b, s, g: [b.emit("expand", b.emit("div", g, b.emit("size", s.args[0], axis=s.attr.get("axis"))),
                                  s.args[0], axis=s.attr.get("axis"))],
          "mean: copies g/n to every element", helpers=("sum_axis",), family="reduce",
          spelling="mean", keywords=(AXIS,))
 register("sum_to", _sum_to_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
-         "sum_to: broadcasts g back", helpers=("sum_axis",), family="reduce")
-# a loop can broadcast a scalar one element at a time (gradc.codegen)
-register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce", loop=True)
+         "sum_to: broadcasts g back", helpers=("sum_axis",), family="reduce", loop="reduce")
+register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce", loop="broadcast")
 register("size", _size_rule, None, family="reduce")
 
 
