@@ -107,8 +107,6 @@ def test_softsign_scalar_and_constant_folding(tmp_path):
     assert "(-0.75) * x" in f.source                   # softsign(-3.0) folded by the entry's fold
 
 
-@pytest.mark.xfail(strict=True, reason="back end not yet trait-driven: it fuses the ops of its own LOOP_OPS "
-                                       "list, not those with loop=True (remove this mark when it reads the trait)")
 def test_softsign_is_computed_in_a_fused_loop(tmp_path):
     """``loop=True`` on the entry is all it takes: softsign's element code sits in a
     ``for _i in range(...)`` loop nest of the generated module, with its neighbours."""

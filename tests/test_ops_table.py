@@ -150,3 +150,18 @@ def test_spec_spellings_come_from_the_table():
     """The spec language's functions are exactly the table's spellings and aliases."""
     spelled = {s for op in OPS.values() if op.spelling for s in (op.spelling, *op.aliases)}
     assert set(FUNCTIONS) == spelled and "lgamma" in FUNCTIONS
+
+
+def test_printer_reads_the_powc_forms_from_the_entry(monkeypatch):
+    """The code printed for ``x ** p`` follows the powc entry's ``forms`` and nothing else: with
+    3 declared a square (a probe, not math), ``x ** 3`` prints as ``x * x``."""
+    import dataclasses
+    import re
+
+    from gradc.pipeline import build
+
+    monkeypatch.setitem(OPS, "powc", dataclasses.replace(OPS["powc"], forms=((3.0, "square"),)))
+    spec = "\n".join(["[model]", 'name = "probe"', "[inputs]", "x = { shape = [] }", "[graph]",
+                      'out = "x ** 3"', "[output]", 'value = "out"', 'wrt = ["x"]'])
+    code = build(spec).code
+    assert re.search(r"^ +out = x \* x$", code, re.M), code
