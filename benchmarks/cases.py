@@ -61,7 +61,7 @@ class Case:
     @cached_property
     def consts(self) -> dict:
         if "K" in self.params:
-            return bigexpr_consts(self.params["K"])
+            return bigexpr_consts(self.params["K"], self.params.get("coef", "full"))
         return {}
 
     def matmul_flops(self) -> tuple[int, int] | None:
@@ -294,14 +294,25 @@ wrt = ["x"]
 
 
 # --------------------------------------------------------------------------- the big scalar expression
-# f(x, y, z) = sum_{k=1..K} sin(a_k x + b_k y) * exp(-c_k z^2) + tanh(x y - k/100)
+# f(x, y, z) = sum_{k=1..K} sin(a_k x + b_k y) * exp(-c_k z^2) + tanh(x y - k/100), with two sets of
+# coefficients: "full" (uniform, full precision) and "rounded" (as read from a table: 3 decimals, so
+# values repeat; SymPy then shares subexpressions between terms, which re-rolling must see through)
 
 BIG_POINT = {"x": 0.3, "y": -0.2, "z": 0.5}
 _BIG_MAX = 3200
 
 
-def bigexpr_consts(K: int) -> dict:
-    """The coefficients a_k, b_k, c_k (one fixed stream; size K takes its first K) and kk = 1..K."""
+def bigexpr_consts(K: int, coef: str = "full") -> dict:
+    """The coefficients a_k, b_k, c_k and kk = 1..K (d_k = kk/100).
+
+    ``"full"``: a, b ~ U(-1, 1), c ~ U(0.1, 1) at full precision, one fixed stream (size K takes
+    its first K). ``"rounded"``: a ~ U(0.5, 2), b ~ U(-1.5, 1.5), c ~ U(0.1, 1), each rounded to
+    3 decimals, K values of each drawn from ``numpy.random.default_rng(7)`` (issue 10's variant).
+    """
+    if coef == "rounded":
+        rng = np.random.default_rng(7)
+        a, b, c = (np.round(rng.uniform(lo, hi, K), 3) for lo, hi in ((0.5, 2.0), (-1.5, 1.5), (0.1, 1.0)))
+        return {"a": a, "b": b, "c": c, "kk": np.arange(1.0, K + 1.0)}
     rng = np.random.default_rng(2600)
     a = rng.uniform(-1.0, 1.0, _BIG_MAX)
     b = rng.uniform(-1.0, 1.0, _BIG_MAX)
@@ -309,11 +320,11 @@ def bigexpr_consts(K: int) -> dict:
     return {"a": a[:K].copy(), "b": b[:K].copy(), "c": c[:K].copy(), "kk": np.arange(1.0, K + 1.0)}
 
 
-def bigexpr_sympy(K: int):
+def bigexpr_sympy(K: int, coef: str = "full"):
     """The unrolled SymPy expression (about 13 ops a term) and its argument symbols."""
     import sympy as sp
     x, y, z = sp.symbols("x y z")
-    k = bigexpr_consts(K)
+    k = bigexpr_consts(K, coef)
     terms = [sp.sin(sp.Float(float(k["a"][i])) * x + sp.Float(float(k["b"][i])) * y)
              * sp.exp(-sp.Float(float(k["c"][i])) * z ** 2) + sp.tanh(x * y - sp.Rational(i + 1, 100))
              for i in range(K)]
@@ -345,12 +356,13 @@ def _big_ref(case, a):
 
 
 def _big_unrolled_source(case):
-    expr, args = bigexpr_sympy(case.params["K"])
-    return expr, {"args": args, "name": f"bench_bigexpr_{case.params['K']}"}
+    coef = case.params.get("coef", "full")
+    expr, args = bigexpr_sympy(case.params["K"], coef)
+    return expr, {"args": args, "name": f"bench_bigexpr_{'' if coef == 'full' else coef + '_'}{case.params['K']}"}
 
 
 def _big_sympy(case):
-    return bigexpr_sympy(case.params["K"])
+    return bigexpr_sympy(case.params["K"], case.params.get("coef", "full"))
 
 
 BIG_ARRAY_SPEC = """
@@ -409,14 +421,19 @@ def _all_cases() -> list[Case]:
         Case("bigexpr_unrolled", "Σ₁²⁰⁰ sin·exp + tanh, unrolled SymPy", "scalar", _big_unrolled_inputs,
              ("x", "y", "z"), _big_ref, gradc_source=_big_unrolled_source, sympy_expr=_big_sympy,
              params={"K": 200}, note="peers other than gradc and SymPy use the array form"),
+        Case("bigexpr_rounded", "Σ₁²⁰⁰ sin·exp + tanh, unrolled SymPy, coefficients to 3 decimals", "scalar",
+             _big_unrolled_inputs, ("x", "y", "z"), _big_ref, gradc_source=_big_unrolled_source,
+             sympy_expr=_big_sympy, params={"K": 200, "coef": "rounded"},
+             note="peers other than gradc and SymPy use the array form"),
         Case("bigexpr_array", "Σ₁²⁰⁰ sin·exp + tanh, array form", "array", _big_array_inputs(200),
              ("x", "y", "z"), _big_ref, gradc_source=lambda c: (BIG_ARRAY_SPEC, {}), params={"K": 200},
              quick=True),
     ]
-    for K in (50, 200, 800, 3200):
-        cases.append(Case(f"scaling_{K}", f"compile scaling, {K} terms", "scalar", _big_unrolled_inputs,
-                          ("x", "y", "z"), _big_ref, gradc_source=_big_unrolled_source, sympy_expr=_big_sympy,
-                          params={"K": K}, group="scaling"))
+    for coef, prefix, what in (("full", "scaling_", ""), ("rounded", "scaling_rounded_", ", rounded coefficients")):
+        for K in (50, 200, 800, 3200):
+            cases.append(Case(f"{prefix}{K}", f"compile scaling{what}, {K} terms", "scalar", _big_unrolled_inputs,
+                              ("x", "y", "z"), _big_ref, gradc_source=_big_unrolled_source, sympy_expr=_big_sympy,
+                              params={"K": K, "coef": coef}, group="scaling"))
     return cases
 
 

@@ -6,7 +6,9 @@ that builds the framework's version of the case, times the first call, checks
 the gradient against the case's float64 NumPy reference and (unless it is a
 cold-compile run) times value_and_grad and forward: the median over repeated
 timing loops after warm-up. gradc runs twice per case: cold (a fresh
-``GRADC_CACHE_DIR``, fresh process) and warm (a second process, same cache).
+``GRADC_CACHE_DIR`` and ``NUMBA_CACHE_DIR``, fresh process) and warm (a second
+process, same caches); it is timed both bare (``f.raw``) and through the public
+API (``f.value_and_grad(...)``).
 
 Threads are pinned to 1 by default (``OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS``,
 ``XLA_FLAGS``, ``torch.set_num_threads``); ``--threads N`` changes that. The
@@ -255,7 +257,7 @@ def run_all(opts) -> dict:
             if fw == "gradc":
                 cache = tempfile.mkdtemp(prefix="gradc-bench-cache-")
                 try:
-                    env = {"GRADC_CACHE_DIR": cache}
+                    env = {"GRADC_CACHE_DIR": cache, "NUMBA_CACHE_DIR": os.path.join(cache, "numba")}
                     cold = r.job(f"{c.name}: gradc cold", ["gradc", c.name, "--mode", "cold", *r.common()],
                                  env, long)
                     entry["results"]["gradc_cold"] = cold
@@ -292,6 +294,19 @@ def _ok(res):
     return res is not None and res.get("status") == "ok" and res.get("check", {}).get("ok", False)
 
 
+def _x(res, key):
+    """Median seconds per call of an extra variant (gradc's ``vg_public``, ``vg_public_kw``, ``vg_into``)."""
+    m = ((res or {}).get("extra") or {}).get(key) if (res or {}).get("status") == "ok" else None
+    return m["median"] if m else None
+
+
+def _compile_total(res) -> str:
+    """gradc's compile time as issue 10 counts it: gradc.compile + first value_and_grad + first forward."""
+    if not _ok(res) or res.get("first_forward_s") is None:
+        return _fc(res) if not _ok(res) else ""
+    return fmt_s(res["first_call_s"] + res["first_forward_s"])
+
+
 def geomean(xs):
     xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
@@ -301,6 +316,7 @@ def summarize(out) -> dict:
     """Mismatches, n/a list, gradc's ratios to the peers and the matmul-bound cases' share of GEMM."""
     mism, na, errors = [], [], []
     ratios = {fw: {} for fw in FRAMEWORKS if fw != "gradc"}
+    public = {}                  # gradc through its public API: ÷ raw, and JAX jit ÷ it
     cost = {}
     gemm_rate = out["gemm"]["gflops"] if out.get("gemm") and out["gemm"].get("status") == "ok" else None
     gemm_share = {}
@@ -318,12 +334,21 @@ def summarize(out) -> dict:
             elif st == "ok" and (not res["check"]["ok"] or not res.get("forward_check", {"ok": True})["ok"]):
                 mism.append({"case": name, "framework": fw, "max_rel_err": res["check"]["max_rel_err"],
                              "errors": res["check"]["errors"]})
+            for key, m in ((res.get("extra") or {}).items() if st == "ok" else ()):
+                if not m.get("check", {"ok": True})["ok"]:
+                    mism.append({"case": name, "framework": f"{fw} {key}", "max_rel_err": m["check"]["max_rel_err"],
+                                 "errors": m["check"]["errors"]})
         g = e["results"].get("gradc")
         if e["group"] == "main":
             for fw in ratios:
                 tg, tp = _t(g), _t(e["results"].get(fw))
                 if tg and tp:
                     ratios[fw][name] = tg / tp
+            if _t(g) and _x(g, "vg_public"):
+                public[name] = {"public_over_raw": _x(g, "vg_public") / _t(g),
+                                "keywords_over_raw": _x(g, "vg_public_kw") / _t(g) if _x(g, "vg_public_kw") else None,
+                                "jax_over_public": (_t(e["results"].get("jax")) / _x(g, "vg_public")
+                                                    if _t(e["results"].get("jax")) else None)}
             cost[name] = {fw: (_t(res) / _t(res, "fwd")) for fw, res in e["results"].items()
                           if fw != "gradc_cold" and _t(res) and _t(res, "fwd")}
         if gemm_rate and e.get("matmul_flops"):
@@ -332,7 +357,9 @@ def summarize(out) -> dict:
                                 if fw != "gradc_cold" and _t(res)}
     return {"mismatches": mism, "not_applicable": na, "errors": errors,
             "gradc_time_ratio": {fw: {"per_case": v, "geomean": geomean(v.values())} for fw, v in ratios.items()},
-            "cost_ratio": cost, "gemm_gflops": gemm_rate, "gemm_share": gemm_share}
+            "cost_ratio": cost, "gemm_gflops": gemm_rate, "gemm_share": gemm_share,
+            "public_api": {"per_case": public,
+                           "geomean_public_over_raw": geomean(d["public_over_raw"] for d in public.values())}}
 
 
 def fmt_time(s) -> str:
@@ -420,16 +447,34 @@ def markdown(out) -> str:
 
     if main:
         cols = [LABELS[f] for f in fws]
+        pub = s.get("public_api", {}).get("per_case", {})
         L += ["## value_and_grad, median time per call", ""]
-        hdr = ["case"] + cols + (["gradc ÷ Numba"] if "numba" in fws and "gradc" in fws else [])
+        if "gradc" in fws:
+            L.append("gradc raw: the bare Numba dispatcher `f.raw.value_and_grad` (what the other tables time); "
+                     "public API: `f.value_and_grad(*args)` with `f = gradc.compile(...)`, same process.")
+            L.append("")
+        hdr = ["case"] + [c for f in fws for c in (["gradc raw", "gradc public API"] if f == "gradc" else
+                                                    [LABELS[f]])]
+        hdr += (["gradc ÷ Numba"] if "numba" in fws and "gradc" in fws else []) + \
+            (["public ÷ raw"] if "gradc" in fws else [])
         rows = []
         for k, e in main.items():
-            row = [e["title"]] + [cell(e["results"].get(f)) for f in fws]
+            row = [e["title"]]
+            for f in fws:
+                row.append(cell(e["results"].get(f)))
+                if f == "gradc":
+                    g = e["results"].get(f)
+                    row.append(cell(g, value=fmt_time(_x(g, "vg_public"))))
             if "numba" in fws and "gradc" in fws:
                 v = s["gradc_time_ratio"]["numba"]["per_case"].get(k)
                 row.append(f"{v:.2f}" if v else "")
+            if "gradc" in fws:
+                row.append(f"{pub[k]['public_over_raw']:.2f}" if k in pub else "")
             rows.append(row)
         L += table(hdr, rows) + [""]
+        if s.get("public_api", {}).get("geomean_public_over_raw"):
+            L.append(f"gradc public API ÷ raw, geometric mean: {s['public_api']['geomean_public_over_raw']:.2f}.")
+            L.append("")
         gm = {fw: d["geomean"] for fw, d in s["gradc_time_ratio"].items() if d["geomean"]}
         if gm:
             L.append("gradc's time ÷ the peer's, geometric mean over the cases both ran: "
@@ -460,20 +505,36 @@ def markdown(out) -> str:
                 rows.append([e["title"], fmt_time(t_vg), fmt_time(t_in), fmt_time(t_f),
                              f"{t_in / t_f:.2f}" if t_f else ""])
             L += table(["case", "value_and_grad", "value_and_grad_into", "forward", "into ÷ forward"], rows) + [""]
+        if pub:
+            L += ["## gradc through the public API", ""]
+            L.append("`f.value_and_grad(*args)` and `f.value_and_grad(**kwargs)` (`f = gradc.compile(...)`, "
+                     "checked arguments) against the bare `f.raw.value_and_grad`, same process; and JAX jit's "
+                     "time ÷ gradc's public-API time.")
+            L.append("")
+            rows = []
+            for k, d in pub.items():
+                g = main[k]["results"]["gradc"]
+                ratio = (lambda v: f"{v:.2f}" if v else "")
+                rows.append([main[k]["title"], fmt_time(_t(g)), cell(g, value=fmt_time(_x(g, "vg_public"))),
+                             cell(g, value=fmt_time(_x(g, "vg_public_kw"))), ratio(d["public_over_raw"]),
+                             ratio(d["keywords_over_raw"]), ratio(d["jax_over_public"])])
+            L += table(["case", "raw", "public", "public, keywords", "public ÷ raw", "keywords ÷ raw",
+                        "JAX jit ÷ public"], rows) + [""]
         L += ["## first call: build + first value_and_grad (imports excluded)", ""]
-        L.append("gradc cold: `gradc.compile` into an empty `GRADC_CACHE_DIR` in a fresh process, then the first "
-                 "call (Numba JIT); warm: a second process with the same cache (Numba loads the machine code). "
-                 "Others: trace/JIT/compile + first call in a fresh process.")
+        L.append("gradc cold: `gradc.compile` into an empty `GRADC_CACHE_DIR` (and `NUMBA_CACHE_DIR`) in a fresh "
+                 "process, then the first call (Numba JIT); `+ first forward`: that plus the first `forward` "
+                 "call (gradc's compile time as issue 10 counts it); warm: a second process with the same caches "
+                 "(Numba loads the machine code). Others: trace/JIT/compile + first call in a fresh process.")
         L.append("")
-        fc_cols = (["gradc cold", "(of which codegen)", "gradc warm"] if "gradc" in fws else []) + \
-                  [LABELS[f] for f in fws if f != "gradc"]
+        fc_cols = (["gradc cold", "(of which codegen)", "gradc cold + first forward", "gradc warm"]
+                   if "gradc" in fws else []) + [LABELS[f] for f in fws if f != "gradc"]
         rows = []
         for e in main.values():
             row = []
             if "gradc" in fws:
                 gc_, gw = e["results"].get("gradc_cold"), e["results"].get("gradc")
                 row += [_fc(gc_), fmt_s((gc_ or {}).get("info", {}).get("codegen_s")) if _ok(gc_) else "",
-                        _fc(gw)]
+                        _compile_total(gc_), _fc(gw)]
             row += [_fc(e["results"].get(f)) for f in fws if f != "gradc"]
             rows.append([e["title"]] + row)
         L += table(["case"] + fc_cols, rows) + [""]
@@ -495,11 +556,14 @@ def markdown(out) -> str:
 
     if scal:
         L += ["## compile-time scaling: Σ_k sin(a_k x + b_k y)·exp(−c_k z²) + tanh(xy − k/100), unrolled", ""]
-        L.append("First value_and_grad call in a fresh process (forward not compiled). gradc: codegen "
-                 "(SymPy → IR → AD → Python) + Numba JIT; SymPy: `diff` + `lambdify(cse=True)` + Numba JIT; "
-                 "JAX: tracing a Python loop of scalar ops + XLA compile.")
+        L.append("Two series of coefficients: full precision (a, b ~ U(−1, 1), c ~ U(0.1, 1)) and rounded to "
+                 "3 decimals (a ~ U(0.5, 2), b ~ U(−1.5, 1.5), c ~ U(0.1, 1), `default_rng(7)`: values repeat). "
+                 "First value_and_grad call in a fresh process (the peers' forward not compiled). gradc: codegen "
+                 "(SymPy → IR → AD → Python) + Numba JIT; `+ fwd`: and the first forward call; SymPy: `diff` + "
+                 "`lambdify(cse=True)` + Numba JIT; JAX: tracing a Python loop of scalar ops + XLA compile.")
         L.append("")
-        hdr = ["terms", "SymPy ops", "gradc codegen", "gradc cold", "gradc warm", "gradc v+g/call"]
+        hdr = ["coefficients", "terms", "SymPy ops", "gradc codegen", "gradc cold", "gradc cold + fwd", "gradc warm",
+               "gradc v+g/call"]
         if "sympy" in fws:
             hdr += ["SymPy diff+lambdify", "SymPy→njit first call"]
         if "jax" in fws:
@@ -508,9 +572,9 @@ def markdown(out) -> str:
         for k, e in scal.items():
             gc_, gw = e["results"].get("gradc_cold"), e["results"].get("gradc")
             ops = (gc_ or {}).get("info", {}).get("sympy_ops")
-            row = [str(e["params"]["K"]), str(ops or ""),
-                   fmt_s((gc_ or {}).get("info", {}).get("codegen_s")) if _ok(gc_) else "", _fc(gc_), _fc(gw),
-                   cell(gw)]
+            row = [{"rounded": "rounded"}.get(e["params"].get("coef"), "full"), str(e["params"]["K"]), str(ops or ""),
+                   fmt_s((gc_ or {}).get("info", {}).get("codegen_s")) if _ok(gc_) else "", _fc(gc_),
+                   _compile_total(gc_), _fc(gw), cell(gw)]
             if "sympy" in fws:
                 sy = e["results"].get("sympy")
                 row += [fmt_s((sy or {}).get("info", {}).get("diff_lambdify_s")) if _ok(sy) else "", _fc(sy)]
@@ -624,7 +688,7 @@ def main(argv=None) -> int:
     o = parse(argv)
     if o.list:
         for c in cases_mod.CASES.values():
-            print(f"{c.name:18} {c.group:8} {'quick ' if c.quick else '      '}{c.title}")
+            print(f"{c.name:20} {c.group:8} {'quick ' if c.quick else '      '}{c.title}")
         return 0
     if o.render:
         out = json.loads(Path(o.render).read_text(encoding="utf-8"))

@@ -11,9 +11,12 @@ such as building a case's SymPy expression) and ``build(case, inputs) -> Impl``;
 
 Measured: ``first_call`` (build + the first value_and_grad call: tracing,
 code generation, JIT compilation; imports excluded) and ``first_forward``
-(the first forward call after that); then, unless ``--mode cold``, warm-up
-calls and the median over ``--repeats`` timings of a loop sized to take at
-least ``--min-time`` seconds, for value_and_grad and forward.
+(the first forward call after that; in the compile-scaling series for gradc
+only, whose compile time is ``gradc.compile`` + first value_and_grad + first
+forward); then, unless ``--mode cold``, warm-up calls and the median over
+``--repeats`` timings of a loop sized to take at least ``--min-time`` seconds,
+for value_and_grad, forward and the framework's extra variants (gradc: its
+public API, positional and keyword calls, and ``value_and_grad_into``).
 """
 from __future__ import annotations
 
@@ -47,33 +50,39 @@ class Impl:
     unpack: Callable             # native vg output -> (float value, {name: ndarray})
     unpack_fwd: Callable = float
     info: dict | None = None     # extra facts (e.g. gradc's codegen seconds), filled during build
-    extra: dict | None = None    # more timed variants: {name: (fn, args)}, e.g. gradc's vg_into
+    # more timed variants: {name: (fn, args) or (fn, args, kwargs)}, e.g. gradc's vg_into; those named
+    # vg_public* return what vg returns and are checked against the reference too
+    extra: dict | None = None
 
 
-def _loop(fn, args, number):
+def _loop(fn, args, number, kwargs=None):
     t0 = time.perf_counter()
-    for _ in range(number):
-        fn(*args)
+    if kwargs:
+        for _ in range(number):
+            fn(*args, **kwargs)
+    else:
+        for _ in range(number):
+            fn(*args)
     return time.perf_counter() - t0
 
 
-def measure(fn, args, repeats: int, min_time: float, warmup_time: float) -> dict:
+def measure(fn, args, repeats: int, min_time: float, warmup_time: float, kwargs=None) -> dict:
     """Median seconds per call over ``repeats`` samples, each a loop of ``number`` calls >= min_time."""
     t_end = time.perf_counter() + warmup_time
     n_warm = 0
     while n_warm < 3 or time.perf_counter() < t_end:
-        fn(*args)
+        fn(*args, **(kwargs or {}))
         n_warm += 1
     gc_was = gc.isenabled()
     gc.disable()
     try:
         number = 1
         while True:
-            t = _loop(fn, args, number)
+            t = _loop(fn, args, number, kwargs)
             if t >= min_time or number >= 10 ** 7:
                 break
             number = number * 10 if t < min_time / 20 else max(number + 1, int(number * min_time / t * 1.1))
-        samples = [_loop(fn, args, number) / number for _ in range(repeats)]
+        samples = [_loop(fn, args, number, kwargs) / number for _ in range(repeats)]
     finally:
         if gc_was:
             gc.enable()
@@ -211,8 +220,9 @@ def run(framework: str, case_name: str, mode: str, repeats: int, min_time: float
     value, grads = impl.unpack(out)
     res["check"] = compare(value, grads, ref_value, ref_grads)
     res["value"] = float(value)
-    if case.group == "scaling":   # the compile-time series: value_and_grad only (forward would double the JIT)
-        impl.fwd = None
+    if case.group == "scaling" and framework != "gradc":
+        impl.fwd = None   # the compile-time series: the peers' value_and_grad only (forward would double
+        # their JIT); gradc's compile time is gradc.compile + first value_and_grad + first forward
     if impl.fwd is not None:
         t0 = time.perf_counter()
         fv = impl.fwd(*impl.args)
@@ -222,8 +232,11 @@ def run(framework: str, case_name: str, mode: str, repeats: int, min_time: float
         res["vg"] = measure(impl.vg, impl.args, repeats, min_time, warmup_time=min_time)
         if impl.fwd is not None:
             res["fwd"] = measure(impl.fwd, impl.args, repeats, min_time, warmup_time=min_time)
-        for key, (fn, args) in (impl.extra or {}).items():
-            res.setdefault("extra", {})[key] = measure(fn, args, repeats, min_time, warmup_time=min_time)
+        for key, (fn, args, *kw) in (impl.extra or {}).items():
+            kwargs = kw[0] if kw else None
+            m = res.setdefault("extra", {})[key] = measure(fn, args, repeats, min_time, min_time, kwargs)
+            if key.startswith("vg_public"):
+                m["check"] = compare(*impl.unpack(fn(*args, **(kwargs or {}))), ref_value, ref_grads)
     res["threads"] = thread_report(mod)
     res["status"] = "ok"
     return res

@@ -37,8 +37,11 @@ def test_writes_markdown_and_json(quick_run):
     md = (out / "smoke.md").read_text(encoding="utf-8")
     assert md.strip() == proc.stdout.strip()
     for heading in ("## value_and_grad, median time per call", "## forward only, median time per call",
-                    "## cost(value_and_grad) ÷ cost(forward)", "## first call", "## gradient check"):
+                    "## cost(value_and_grad) ÷ cost(forward)", "## gradc through the public API", "## first call",
+                    "## gradient check"):
         assert heading in md
+    assert "| gradc raw | gradc public API |" in md and "public ÷ raw |" in md
+    assert "gradc cold + first forward" in md
     assert "Threads: 1 (OMP_NUM_THREADS=1" in md
     assert "Mismatches: 0." in md
 
@@ -65,7 +68,12 @@ def test_json_structure_and_gradients(quick_run):
                     t = res[key]
                     assert t["repeats"] == 2 and t["number"] >= 1 and 0 < t["min"] <= t["median"]
         assert entry["results"]["gradc_cold"]["info"]["codegen_s"] >= 0
+        assert entry["results"]["gradc_cold"]["first_forward_s"] >= 0
+        for key in ("vg_public", "vg_public_kw"):      # the public API, positional and keyword calls
+            t = entry["results"]["gradc"]["extra"][key]
+            assert t["repeats"] == 2 and 0 < t["min"] <= t["median"] and t["check"]["ok"], (name, key, t)
     assert len(pids) == 3 * len(CASES)    # one process per framework, case and gradc mode
     s = data["summary"]
     assert s["mismatches"] == [] and s["errors"] == []
     assert set(s["cost_ratio"]["add_mul"]) == {"gradc", "numpy"}
+    assert set(s["public_api"]["per_case"]) == set(CASES) and s["public_api"]["geomean_public_over_raw"] > 0

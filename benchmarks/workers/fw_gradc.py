@@ -1,8 +1,12 @@
-"""gradc: the generated module's ``value_and_grad`` and ``forward``, called bare (``m.raw``).
+"""gradc: the generated module's ``value_and_grad`` and ``forward``, called bare (``m.raw``),
+and, as extra variants, value+grad through the public API (``f.value_and_grad(*args)`` and
+with keywords, ``f = gradc.compile(...)``) and ``raw.value_and_grad_into``.
 
-The parent sets ``GRADC_CACHE_DIR``: a fresh folder for the cold run, the
-same folder again for the warm run (a second process), so ``build`` (which is
-``gradc.compile``) plus the first call measure cold and warm first-call times.
+The parent sets ``GRADC_CACHE_DIR`` and ``NUMBA_CACHE_DIR``: fresh folders for the cold
+run, the same folders again for the warm run (a second process), so ``build`` (which is
+``gradc.compile``) plus the first calls measure cold and warm first-call times.
+``GRADC_BENCH_FUSE=0`` compiles without elementwise fusion (``gradc.Options(fuse=False)``),
+for a before/after comparison.
 """
 from __future__ import annotations
 
@@ -41,11 +45,11 @@ def build(case, inputs) -> Impl:
     if case.gradc_source is None:
         raise NotApplicable("no gradc source for this case")
     source, kw = _SOURCE[case.name]
+    if os.environ.get("GRADC_BENCH_FUSE", "1") == "0":
+        kw = {**kw, "options": gradc.Options(fuse=False)}
     t0 = time.perf_counter()
     try:
-        # GRADC_BENCH_FUSE=0: without elementwise fusion, for a before/after comparison
-        with gradc.codegen.fusion(os.environ.get("GRADC_BENCH_FUSE", "1") != "0"):
-            m = gradc.compile(source, **kw)
+        m = gradc.compile(source, **kw)
     except gradc.GradcError as e:
         raise NotApplicable(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
     codegen = time.perf_counter() - t0
@@ -59,12 +63,13 @@ def build(case, inputs) -> Impl:
         value, grads = out
         return float(value), {n: np.asarray(g) for n, g in zip(wrt, grads)}
 
-    # the bare Numba dispatchers (what a hot loop calls; README "m.raw"): the checked wrappers
-    # (m.value_and_grad) add a Python-level argument check of a few microseconds per call
-    extra = None
+    # timed: the bare Numba dispatchers (m.raw); extra: the call a user makes (the public API,
+    # positional and keyword arguments) and, where there are array gradients, output buffers
+    extra = {"vg_public": (m.value_and_grad, args),
+             "vg_public_kw": (m.value_and_grad, (), {n: inputs[n] for n in m.arg_names})}
     if m.raw.value_and_grad_into is not None:   # output buffers: the gradients into preallocated arrays
         bufs = tuple(np.empty_like(inputs[w]) for w in wrt if np.ndim(inputs[w]))
-        extra = {"vg_into": (m.raw.value_and_grad_into, args + bufs)}
+        extra["vg_into"] = (m.raw.value_and_grad_into, args + bufs)
     return Impl(m.raw.value_and_grad, m.raw.forward, args, unpack, extra=extra,
                 info={"codegen_s": codegen, "module": m.path.name, "wrt": list(wrt),
                       **({"sympy_ops": _OPS[case.name]} if case.name in _OPS else {})})

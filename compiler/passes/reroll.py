@@ -5,14 +5,17 @@ term by term lower to thousands of straight-line scalar statements, and Numba's
 compile time grows with every statement (and faster than linearly). This pass
 finds the summands of the output's top-level ``add``/``sub`` tree, groups the
 summands that are the same expression up to their numeric constants and signs
-(compared in a canonical form, see :func:`_canon`: sums and products flattened, their
+(compared in a canonical form, see :func:`_canon`: each term read as a tree, whatever it
+shares with other terms because some of their constants coincide; the term written
+``c · product``; sums and products flattened, their
 operands sorted, signs moved into constant factors, a coefficient 1 and a constant
 summand 0 written out), and replaces each group of at
 least :data:`MIN_GROUP` terms by ``sum(expr)`` where ``expr`` is that expression
 applied elementwise to arrays: a constant that differs between the terms becomes
 a constant table (a ``const`` whose value is a tuple, one entry per term), a
-constant shared by all terms stays a scalar, and values computed outside the
-terms (inputs, shared subexpressions such as ``x·y``) broadcast.
+constant shared by all terms stays a scalar, and the parts of a term that hold no
+varying constant (inputs, ``x·y``) stay scalars, computed once, that broadcast. The
+statements of the replaced terms go (dead-code elimination) unless something else uses them.
 
 AD then differentiates ordinary array ops, and code generation renders the
 statements on such tables as one loop (see :func:`gradc.codegen.render_stmts`),
@@ -23,22 +26,18 @@ is ±1 in some terms only becomes a table of signs.
 """
 from __future__ import annotations
 
-import heapq
 import math
 from fractions import Fraction
 
 from ..ir import Builder, Namer
+from ..ops import OPS
+from .dce import dce
 from .util import count_uses
 
 #: Fewest terms of one shape that are re-rolled into a loop.
 MIN_GROUP = 8
 #: Largest term (in expression-tree nodes) considered.
 MAX_TERM = 400
-#: Scalar elementwise ops a re-rolled term may contain.
-ROLLABLE = frozenset({"add", "sub", "mul", "div", "neg", "powc", "pow", "exp", "log", "sqrt", "sin", "cos",
-                      "tan", "tanh", "sigmoid", "relu", "abs", "maximum", "minimum", "leaky_relu", "elu",
-                      "softplus", "log_sigmoid", "alias"})
-_COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum"})
 
 
 def _summands(fn, defs, uses):
@@ -59,27 +58,17 @@ def _summands(fn, defs, uses):
     return leaves, inner
 
 
-def _term(v, defs, index, uses):
-    """The statements computed only for the summand ``v`` (its exclusive subgraph), or None."""
-    s = defs.get(id(v))
-    if s is None or s.op not in ROLLABLE:
-        return None
-    inside: dict[int, int] = {}
-    members = {id(v)}
-    heap = [(-index[id(v)], id(v), v)]
-    while heap:
-        _, _, w = heapq.heappop(heap)
-        for a in defs[id(w)].args:
-            d = defs.get(id(a))
-            if d is None or d.op == "const" or a.shape or a.dtype != "f64" or id(a) in members:
-                continue
-            inside[id(a)] = inside.get(id(a), 0) + 1
-            if inside[id(a)] == uses[id(a)] and d.op in ROLLABLE:
-                members.add(id(a))
-                heapq.heappush(heap, (-index[id(a)], id(a), a))
-        if len(members) > MAX_TERM:
-            return None
-    return members
+def _sizes(fn):
+    """``{id(value): n}`` for every scalar float64 value a term may contain (a rollable op):
+    ``n`` is the size of its expression *tree*, shared subexpressions counted once per use,
+    an operand larger than :data:`MAX_TERM` counted as 1 (it is a leaf of the term); capped
+    at ``MAX_TERM + 1``."""
+    size: dict[int, int] = {}
+    for s in fn.stmts:
+        if OPS[s.op].rollable and not s.out.shape and s.out.dtype == "f64":
+            n = 1 + sum(k if k <= MAX_TERM else 1 for k in (size.get(id(a), 1) for a in s.args))
+            size[id(s.out)] = min(n, MAX_TERM + 1)
+    return size
 
 
 _NUMBER = (int, float, Fraction)
@@ -145,10 +134,11 @@ def _absorb(sign, node):
 
 
 def _scaled(sign, node):
-    """``sign · node`` as an operand of a sum or of a function: a constant, or a product with a
-    constant factor (``x`` becomes ``1·x``, ``−x`` becomes ``(−1)·x``), so that a coefficient
-    SymPy folded away (a data value of ±1) or a sign matches a coefficient of the other terms;
-    the factors ±1 are left out again when the terms are rebuilt."""
+    """``sign · node`` as a summand (of a sum, or of the top-level sum): a constant, or a product
+    with a constant factor (``x`` becomes ``1·x``, ``−x`` becomes ``(−1)·x``), so that a
+    coefficient SymPy folded away (a data value of ±1; ``t + t`` merged into ``2·t``) or a sign
+    matches a coefficient of the other terms; the factors ±1 are left out again when the terms
+    are rebuilt."""
     sign, node = _absorb(sign, node)
     if node.kind == "C" or (node.kind == "mul" and any(k.kind == "C" for k in node.kids)):
         return node
@@ -156,63 +146,76 @@ def _scaled(sign, node):
     return _Node("mul", kids=sorted(kids + [_const(float(sign))], key=_key), name=node.name)
 
 
-def _canon(v, defs, members, budget):
+def _affine(sign, node):
+    """``sign · node`` as an operand of a function, a power or a quotient: a constant, or a sum
+    ``c₀ + Σ cᵢ·productᵢ`` (:func:`_scaled` summands), so that a constant summand 0 SymPy left
+    out (``sin(a·x)`` beside ``sin(a·x + d)``) matches too; a sign goes into the summands'
+    constants (exact). A constant summand 0 is left out again when the terms are rebuilt."""
+    if node.kind == "sum":
+        return _Node("sum", kids=[_absorb(sign, k)[1] for k in node.kids], name=node.name)
+    if node.kind == "C":
+        return _absorb(sign, node)[1]
+    return _Node("sum", kids=sorted([_const(0.0), _scaled(sign, node)], key=_key), name=node.name)
+
+
+def _canon(v, defs, size):
     """``(sign, node)``: the term rooted at ``v`` as ``sign · node`` in canonical form.
+
+    The term is read as a tree: a subexpression shared with other terms or used twice (SymPy
+    builds one node for ``a·x`` in every term whose ``a`` is the same) is unfolded like any
+    other, so sharing, which follows from coincidences among the constants, never shows in
+    the key. Only operands that are not rollable scalar expressions of at most
+    :data:`MAX_TERM` nodes (inputs, array elements, large subexpressions) are leaves.
 
     Sums (``add``/``sub``/``neg`` trees) and products (``mul`` trees) are flattened and their
     operands sorted by key; signs move outwards through ``neg``, ``mul``, ``div``, ``abs`` and
-    integer ``powc`` (exact rewrites) into a constant factor where there is one; the operands
-    of a sum and of a function are written ``c · product`` (:func:`_scaled`), and a sum
-    without a constant summand gets one, 0. So SymPy's
+    integer ``powc`` (exact rewrites) into a constant factor where there is one; the summands
+    of a sum are written ``c · product`` (:func:`_scaled`), a sum without a constant summand
+    gets one, 0, and the operands of a function, a power or a quotient are such sums
+    (:func:`_affine`). So SymPy's
     canonical forms of terms that differ only in their numbers (``c·x − y`` beside
     ``c·x + y``, ``−(u)·v`` beside ``u·v``, ``k − w`` beside ``−k − w``, ``a`` beside ``c·a``
     and ``u`` beside ``u + k`` where a data value was 1 or 0, sums whose operands SymPy orders
     by their coefficients) get one key.
     """
-    budget[0] += 1
-    if budget[0] > MAX_TERM:
-        raise OverflowError
     s = defs.get(id(v))
     if s is not None and s.op == "const" and not v.shape:
         if v.dtype != "f64":
             raise OverflowError
         return 1, _const(s.attr["value"])
-    if id(v) not in members:
+    if size.get(id(v), MAX_TERM + 1) > MAX_TERM:
         if v.shape or v.dtype != "f64":
             raise OverflowError               # an array operand: not a scalar term
         return 1, _Node("%", value=v)
     op, name = s.op, s.out.name
     if op == "alias":
-        return _canon(s.args[0], defs, members, budget)
+        return _canon(s.args[0], defs, size)
     if op == "neg":
-        sign, n = _canon(s.args[0], defs, members, budget)
+        sign, n = _canon(s.args[0], defs, size)
         return _absorb(-sign, n)
     if op in ("add", "sub"):
         kids = []
         for a, sa in zip(s.args, (1, 1 if op == "add" else -1)):
-            sign, n = _canon(a, defs, members, budget)
+            sign, n = _canon(a, defs, size)
             for kid in (n.kids if n.kind == "sum" else [n]):
                 kids.append(_scaled(sign * sa, kid))
         if not any(k.kind == "C" for k in kids):     # a constant summand of 0 SymPy left out
             kids.append(_const(0.0))
         return 1, _Node("sum", kids=sorted(kids, key=_key), name=name)
-    if op in ("mul", "div"):
-        pairs = [_canon(a, defs, members, budget) for a in s.args]
-        sign = pairs[0][0] * pairs[1][0]
-        if op == "mul":
-            kids = []
-            for _, n in pairs:
-                kids.extend(n.kids if n.kind == "mul" else [n])
-            kids.sort(key=_key)
-        else:
-            kids = [n for _, n in pairs]
-        return _absorb(sign, _Node(op, kids=kids, name=name))
+    if op == "div":                                  # x/y beside 2·x/y, x/(c·y) beside x/y
+        return 1, _Node(op, kids=[_affine(*_canon(a, defs, size)) for a in s.args], name=name)
+    if op == "mul":
+        pairs = [_canon(a, defs, size) for a in s.args]
+        kids = []
+        for _, n in pairs:
+            kids.extend(n.kids if n.kind == "mul" else [n])
+        return _absorb(pairs[0][0] * pairs[1][0], _Node(op, kids=sorted(kids, key=_key), name=name))
     parity = _int_parity(s.attr.get("p")) if op == "powc" else None
     if op == "abs" or parity is not None:
-        sign, n = _canon(s.args[0], defs, members, budget)
-        return (sign if parity == 1 else 1), _Node(op, kids=[n], attrs=s.attrs, name=name)
-    kids = [_scaled(*_canon(a, defs, members, budget)) for a in s.args]
-    if op in _COMMUTATIVE:
+        sign, n = _canon(s.args[0], defs, size)
+        return (sign if parity == 1 else 1), _Node(op, kids=[_affine(1, n)], attrs=s.attrs, name=name)
+    kids = [_affine(*_canon(a, defs, size)) for a in s.args]
+    if OPS[op].commutative:
         kids.sort(key=_key)
     return 1, _Node(op, kids=kids, attrs=s.attrs, name=name)
 
@@ -265,6 +268,8 @@ def _emit(b, node, slots):
         parts.append(_emit(b, kid, slots))
     b.hint = node.name
     if node.kind == "sum":
+        if not parts:                                  # constant summands only, all 0
+            return 1, b.const(0.0)
         first = next((k for k, (sign, _) in enumerate(parts) if sign > 0), 0)
         acc = parts[first][1] if parts[first][0] > 0 else b.emit("neg", parts[first][1])
         for k, (sign, v) in enumerate(parts):
@@ -290,21 +295,22 @@ def reroll(fn, min_group: int = MIN_GROUP):
     if out.shape or out.dtype != "f64" or fn.differentiated:
         return fn
     defs = {id(s.out): s for s in fn.stmts}
-    uses = count_uses(fn)
-    leaves, inner = _summands(fn, defs, uses)
+    leaves, inner = _summands(fn, defs, count_uses(fn))
     if len(leaves) < min_group:
         return fn
-    index = {id(s.out): i for i, s in enumerate(fn.stmts)}
+    size = _sizes(fn)
     groups: dict[str, list] = {}
     for sign, v in leaves:
-        members = _term(v, defs, index, uses)
-        if members is None:
+        if size.get(id(v), MAX_TERM + 1) > MAX_TERM:
             continue
         try:
-            tsign, node = _canon(v, defs, members, [0])
+            tsign, node = _canon(v, defs, size)
         except OverflowError:
             continue
-        groups.setdefault(node.key, []).append((sign * tsign, v, node, members))
+        # the term itself as c · product: a coefficient SymPy merged (2·t for t + t) or left out
+        # (a data value of 1), and the sign it was added with, become the constant c
+        node = _scaled(sign * tsign, node)
+        groups.setdefault(node.key, []).append((v, node))
     rolled = [k for k, terms in groups.items() if len(terms) >= min_group]   # in order of first term
     if not rolled:
         return fn
@@ -316,34 +322,26 @@ def reroll(fn, min_group: int = MIN_GROUP):
         if s.out is not out:
             namer.claim(s.out.name)
     b = Builder(namer, [])
-    done, dead = set(), set()
+    done = set()
     parts = []                                   # (sign, value) of the new top-level sum
     for key in rolled:
         terms = groups[key]
         slots = []                               # a number shared by all the terms, or a table
-        for column in zip(*[_slots(node, []) for _, _, node, _ in terms]):
+        for column in zip(*[_slots(node, []) for _, node in terms]):
             if all(c == column[0] for c in column):
                 slots.append(column[0])
             else:
                 b.hint = "sign" if all(abs(c) == 1 for c in column) else "table"
                 slots.append(b.emit("const", value=tuple(float(c) for c in column), shape=(len(column),),
                                     name=b.hint))
-        _, rep_v, rep_node, _ = terms[0]
-        shared, body = _emit(b, rep_node, iter(slots))
-        signs = [float(sign * shared) for sign, _, _, _ in terms]
-        sign = signs[0]
-        if any(x != sign for x in signs):        # terms added and subtracted: a table of signs
-            b.hint = "sign"
-            body = b.emit("mul", body, b.emit("const", value=tuple(signs), shape=(len(signs),), name="sign"))
-            sign = 1.0
+        rep_v, rep_node = terms[0]
+        sign, body = _emit(b, rep_node, iter(slots))
         if not body.shape:                       # no constant varies: n copies of one term
             total = b.emit("mul", body, float(len(terms)))
         else:
             total = b.emit("sum", body, name=f"{rep_v.name}_sum")
         parts.append((sign, total))
-        for _, v, _, members in terms:
-            done.add(id(v))
-            dead.update(members)
+        done.update(id(v) for v, _ in terms)
     for sign, v in leaves:                       # the other summands, in their order
         if id(v) not in done:
             parts.append((sign, v))
@@ -356,6 +354,6 @@ def reroll(fn, min_group: int = MIN_GROUP):
         acc = b.emit("add" if sign > 0 else "sub", acc, v, name=name)
     if len(parts) == 1:
         acc = b.emit("alias", acc, name=out.name)
-    dead.update(id(s.out) for s in inner)
-    stmts = [s for s in fn.stmts if id(s.out) not in dead] + b.stmts
-    return fn.replace(stmts, [acc] + list(fn.outputs[1:]))
+    inner = {id(s.out) for s in inner}           # the old sum; the rolled terms' statements are
+    stmts = [s for s in fn.stmts if id(s.out) not in inner] + b.stmts   # dropped by dce unless
+    return dce(fn.replace(stmts, [acc] + list(fn.outputs[1:])))          # something else uses them
