@@ -1,0 +1,390 @@
+"""Assembly of the generated module: the sweeps printed into functions, the helpers they
+call, the module frame (``templates/module.j2``), the content seal.
+
+The module reads top to bottom like the lecture: ``_forward_sweep`` (the forward pass,
+returning the value and what the adjoint sweep reads), ``forward`` (its value),
+``value_and_grad_into`` (the forward sweep, then the adjoint sweep writing the array
+gradients into output arrays), ``value_and_grad`` (allocates those arrays and calls it).
+The forward sweep is written and compiled once.
+
+Every string from the source that reaches the module is made harmless here: names are
+identifiers (checked by the frontends), the source text and file name become comment
+lines of printable characters (:func:`safe_lines`, :func:`safe_name`), and free text
+(the ``[model] description``, ``doc`` entries) is escaped inside the docstrings
+(:func:`docstring_text`). The second line of the module is a content hash over the rest
+(:func:`seal`), so a truncated or modified file is detected; it also keeps the source
+file name off the first two lines, where Python would read a ``coding:`` declaration.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+
+from ..ir import DTYPE_NAMES, FLOATS, Function, Value
+from ..ops import OPS
+from ..options import Options
+from . import checks  # [call-safety] the entry points' argument checks, gradc's call functions
+from .emit import Printer, const_name, environment, family, known_dims, table_lines, tuple_text
+from .memory import plan_memory
+from .schedule import schedule
+
+CONTENT = "# content sha256: "
+
+
+def seal(text: str) -> str:
+    """``text`` with the content-hash line inserted after its first line: the SHA-256 of the
+    file's UTF-8 bytes without that line (checked by :func:`gradc.runtime.loader.content_status`)."""
+    first, _, rest = text.partition("\n")
+    digest = hashlib.sha256(f"{first}\n{rest}".encode("utf-8")).hexdigest()
+    return f"{first}\n{CONTENT}{digest}\n{rest}"
+
+
+# ---------------------------------------------------------------- text safety
+def docstring_text(text: str, multiline: bool = True) -> str:
+    """``text`` escaped for the inside of a \"\"\"docstring\"\"\" whose value is then exactly ``text``.
+
+    Backslashes and double quotes are escaped (no quote can end the string, no
+    ``\\N{...}`` can break it); every non-printable character, including ``\\r``,
+    ``\\x0c``, ``\\x85`` and ``\\u2028``, becomes an escape sequence; a newline
+    stays a line break if ``multiline``, else it is escaped too (one source line).
+    """
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n" and multiline:
+            out.append("\n")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(repr(ch)[1:-1])           # '\\n', '\\x0c', '\\u2028', '\\U0001f600'
+    return "".join(out)
+
+
+def safe_lines(text: str) -> list[str]:
+    """Source text as comment lines: printable characters only, so nothing can end the comment."""
+    return ["".join(ch if ch.isprintable() else "?" for ch in line).rstrip() for line in text.splitlines()]
+
+
+def safe_name(text: str) -> str:
+    """A file name for the header comment and the docstring: no newline, quote or backslash can escape them."""
+    return "".join(ch if ch.isprintable() and ch not in "\"'\\" else "?" for ch in text)
+
+
+def _doc(v: Value, role: str = "") -> str:
+    shape = "scalar" if not v.shape else "[" + ", ".join(map(str, v.shape)) + "]"
+    return docstring_text(f"{v.name}: {DTYPE_NAMES[v.dtype]} {shape}{role}", multiline=False)
+
+
+# ---------------------------------------------------------------- helpers
+def _helper_texts(fns) -> list[str]:
+    """The ``helper_<name>`` macros of the ops in ``fns``, in first-use order."""
+    seen: list[tuple[str, str]] = []
+    for fn in fns:
+        for s in fn.stmts:
+            for h in OPS[s.op].helpers:
+                if (OPS[s.op].family, h) not in seen:
+                    seen.append((OPS[s.op].family, h))
+    return [str(getattr(family(fam), f"helper_{h}")()).strip("\n") for fam, h in seen]
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def helpers(fns, code: str) -> list[str]:
+    """The helper definitions ``code`` calls, with the ones they call, in template order.
+
+    Each helper macro may define several functions (``helper_vmath``: the kernels and the
+    element functions); they are split into top-level definitions with :mod:`ast` and only
+    those reachable from a name in ``code`` are kept.
+    """
+    blocks = []                      # (defined name, text, names it uses)
+    for text in _helper_texts(fns):
+        lines = text.splitlines()
+        tree = ast.parse(text)
+        for node in tree.body:
+            start = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno]) - 1
+            while start > 0 and lines[start - 1].startswith("#"):
+                start -= 1
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [(a.asname or a.name).split(".")[0] for a in node.names]
+            elif hasattr(node, "name"):
+                names = [node.name]
+            else:
+                names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            uses = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            blocks.append((names, "\n".join(lines[start:node.end_lineno]), uses))
+    defined = {n: i for i, (names, _, _) in enumerate(blocks) for n in names}
+    todo = [defined[n] for n in set(_IDENT.findall(code)) if n in defined]
+    keep: set[int] = set()
+    while todo:
+        i = todo.pop()
+        if i not in keep:
+            keep.add(i)
+            todo += [defined[n] for n in blocks[i][2] if n in defined]
+    return [blocks[i][1] for i in sorted(keep)]
+
+
+def label_classes(fn: Function) -> dict:
+    """Number of classes of each int64 label argument, from the ops that use it (``CLASSES``):
+    a label indexes the second axis of the op's first operand."""
+    return {s.args[1].name: s.args[0].shape[1] for s in fn.stmts
+            if len(s.args) > 1 and s.args[1].dtype == "i64" and s.args[0].rank == 2
+            and any(s.args[1] is v for v in fn.inputs)}
+
+
+# ---------------------------------------------------------------- sweeps
+def print_sweep(stmts, given: list[Value], names: dict, outputs, opts: Options, tables: dict, *,
+                owned=(), targets: dict | None = None) -> tuple[list[str], set, set]:
+    """The lines of one sweep, the ids of the ``outputs`` that are arrays it owns, and the ids of
+    the loop values it stores in arrays."""
+    known = known_dims(given, names)
+    items = schedule(stmts, outputs, fuse=opts.fuse, known_dims=set(known))
+    plan = plan_memory(items, outputs, given=given, owned=owned, targets=set(targets or ()))
+    lines = Printer(names, comments=opts.comments, tables=tables, known=known, targets=targets).sweep(items, plan)
+    return lines, plan.owned & {id(v) for v in outputs}, plan.stored
+
+
+def _fresh_names(base: list[str], taken: set) -> list[str]:
+    out = []
+    for name in base:
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _cheap(s) -> bool:
+    """An elementwise array statement a loop computes without a kernel or C-library call."""
+    op = OPS[s.op]
+    return op.loop is True and bool(s.out.shape) and not op.kernel \
+        and not (op.scalar_call is not None and op.scalar_call(s))
+
+
+def rematerialize(primal, adjoint, outputs, stored=frozenset()):
+    """Split the values the adjoint sweep reads into those the forward sweep returns (``saved``)
+    and those it recomputes: a cheap elementwise array value (:func:`_cheap`) is recomputed in
+    the adjoint sweep, in its loops, rather than stored in an array by the forward sweep and
+    loaded again (a store, a load and an allocation against a few arithmetic operations;
+    transcendental results stay saved). Returns ``(primal, adjoint, saved)``: the adjoint
+    statements with the recomputed ones first, in forward order. Only values the forward sweep
+    does not store anyway (``stored``: ids) and that only loop statements of the adjoint sweep
+    read are recomputed."""
+    defined = {id(s.out) for s in primal if s.op != "const"}
+    need = {id(a) for s in adjoint for a in s.args if id(a) in defined}
+    need |= {id(v) for v in outputs[1:] if id(v) in defined}
+    whole = {id(a) for s in adjoint if OPS[s.op].loop is not True for a in s.args}
+    remat = []
+    for s in reversed(primal):
+        if id(s.out) in need and _cheap(s) and id(s.out) not in stored and id(s.out) not in whole:
+            remat.append(s)
+            need.discard(id(s.out))
+            need |= {id(a) for a in s.args if id(a) in defined}
+    saved = [s.out for s in primal if id(s.out) in need and s.out is not outputs[0]]
+    return primal, remat[::-1] + adjoint, saved
+
+
+class _Function:
+    """One function of the module: ``name(params)``, its docstring lines, body lines, decorator."""
+
+    def __init__(self, name, params, doc, lines, jit=True):
+        self.name, self.params, self.lines, self.jit = name, list(params), lines, jit
+        self.doc = [doc] if isinstance(doc, str) else doc
+
+
+def _functions(forward: Function, full: Function, opts: Options, tables: dict, model: str, arg_docs,
+               out_doc) -> list[_Function]:
+    """``_forward_sweep``, ``forward``, ``value_and_grad_into`` (when a gradient is an array) and
+    ``value_and_grad`` of an unsplit differentiated function ``full``."""
+    args = [v.name for v in full.inputs]
+    primal = [s for s in full.stmts if not s.adjoint]
+    adjoint = [s for s in full.stmts if s.adjoint]
+    value, grads = full.outputs[0], full.outputs[1:]
+    alone = plan_memory(schedule(primal, [value], fuse=opts.fuse, known_dims=set(known_dims(full.inputs, {
+        id(v): v.name for v in full.inputs}))), [value], given=full.inputs)
+    primal, adjoint, saved = rematerialize(primal, adjoint, [value] + grads, alone.stored)
+    # ---- the forward sweep: the value and what the adjoint sweep reads
+    names = {id(v): v.name for v in full.inputs}
+    fwd_lines, owned, stored = print_sweep(primal, list(full.inputs), names, [value] + saved, opts, tables)
+    returned = [names[id(v)] for v in [value] + saved]
+    sweep = _Function("_forward_sweep", args, f"The forward sweep of {model}: its value"
+                      + (", then the values the adjoint sweep reads." if saved else "."),
+                      fwd_lines + [f"return {tuple_text(returned) if saved else returned[0]}"])
+    doc_args = ["Arguments:"] + ["    " + a for a in arg_docs]
+    fwd_doc = [f"{model}: the forward value only.", ""] + doc_args + ["", "Returns:", "    " + out_doc]
+    if stored - alone.stored:
+        # the shared sweep stores loop values in arrays only for the adjoint sweep: forward computes
+        # its value without them (its own sweep; a second compile, measured faster)
+        names = {id(v): v.name for v in forward.inputs}
+        lines, _, _ = print_sweep(forward.stmts, list(forward.inputs), names, forward.outputs, opts, tables)
+        fwd = _Function("forward", args, fwd_doc + ["", "(Its own sweep: _forward_sweep also stores "
+                                                    "values for the adjoint sweep.)"],
+                        lines + [f"return {names[id(forward.outputs[0])]}"])
+    else:
+        fwd = _Function("forward", args, fwd_doc, [f"return _forward_sweep({', '.join(args)}){'[0]' if saved else ''}"])
+    # ---- the adjoint sweep, after the forward sweep's values
+    taken = set(args) | {v.name for v in saved} | {s.out.name for s in full.stmts} | {"_forward_sweep"}
+    array_grads = [(w, g) for w, g in zip(full.wrt, grads) if w.shape]
+    outs = _fresh_names([f"{w.name}_out" for w, _ in array_grads], taken)
+
+    def core(targets: dict) -> tuple[list[str], dict]:
+        names = {id(v): v.name for v in full.inputs}
+        names.update((id(s.out), const_name(s, tables)) for s in primal if s.op == "const")
+        names.update((id(v), v.name) for v in [value] + saved)
+        head = [f"{', '.join([value.name] + [v.name for v in saved])} = _forward_sweep({', '.join(args)})"]
+        consts = [s.out for s in primal if s.op == "const"]
+        lines, _, _ = print_sweep(adjoint, list(full.inputs) + saved + consts, names, grads, opts, tables,
+                               owned=[v for v in saved if id(v) in owned], targets=targets)
+        return head + ["# ---- adjoint sweep ----"] + lines, names
+
+    fns = [sweep, fwd]
+    scalar_grads = [g for w, g in zip(full.wrt, grads) if not w.shape]
+    returns = ["Returns:", "    (value, grads): value is " + out_doc + ";",
+               f"    grads is a tuple of the gradients w.r.t. ({', '.join(w.name for w in full.wrt)}), each",
+               "    shaped like its argument."]
+    if array_grads:
+        targets = {id(g): o for (w, g), o in zip(array_grads, outs)}
+        lines, names = core(targets)
+        for (w, g), o in zip(array_grads, outs):            # what was not computed in place: copied in
+            if names[id(g)] != o:
+                lines.append(f"{o}[...] = {names[id(g)]}")
+        ret = value.name if not scalar_grads else \
+            f"{value.name}, {tuple_text([names[id(g)] for g in scalar_grads])}"
+        fns.append(_Function(
+            "value_and_grad_into", args + outs,
+            [f"{model}: value and gradient, the array gradients written into preallocated arrays.", "",
+             "Arguments: those of value_and_grad, then one output array per array gradient",
+             f"({', '.join(outs)}): C-contiguous, shaped and typed like its argument, and",
+             "sharing no memory with any argument. Every element of each is overwritten.", "",
+             "Returns:",
+             "    the value" + (", and a tuple of the gradients w.r.t. the scalar arguments (in WRT order)"
+                                if scalar_grads else "") + "; the array gradients are in the output arrays."],
+            lines + [f"return {ret}"]))
+        alloc = [f"{o} = np.empty({w.name}.shape, {w.name}.dtype)" for (w, _), o in zip(array_grads, outs)]
+        call = f"value_and_grad_into({', '.join(args + outs)})"
+        it = iter(outs)
+        if scalar_grads:
+            sc = iter(range(len(scalar_grads)))
+            grad_names = [next(it) if w.shape else f"scalar_grads[{next(sc)}]" for w in full.wrt]
+            body = alloc + [f"{value.name}, scalar_grads = {call}"]
+        else:
+            grad_names = [next(it) for _ in full.wrt]
+            body = alloc + [f"{value.name} = {call}"]
+        fns.append(_Function("value_and_grad", args, [f"{model}: value and gradient, one forward and one "
+                                                      "adjoint sweep.", ""] + doc_args + [""] + returns,
+                             body + [f"return {value.name}, {tuple_text(grad_names)}"]))
+    else:
+        lines, names = core({})
+        fns.append(_Function("value_and_grad", args, [f"{model}: value and gradient, one forward and one "
+                                                      "adjoint sweep.", ""] + doc_args + [""] + returns,
+                             lines + [f"return {value.name}, {tuple_text([names[id(g)] for g in grads])}"]))
+    return fns
+
+
+def _split_functions(forward: Function, ref: Function, parts, opts: Options, tables: dict, model: str,
+                     arg_docs, out_doc) -> list[_Function]:
+    """The module's functions when a large sum is split (:func:`gradc.passes.split.split`): ``parts``
+    holds ``(forward, full, first, count)`` per part, each rendered as two jitted helpers,
+    ``_part_<k>_forward`` (its value) and ``_part_<k>`` (value and gradients: its own forward and
+    adjoint sweeps, fused); ``forward``, ``value_and_grad`` and ``value_and_grad_into`` call them
+    and add up their values and gradients."""
+    args = [v.name for v in ref.inputs]
+    value = forward.outputs[0].name
+    grads = _fresh_names([f"{w.name}_bar" for w in ref.wrt], set(args) | {value})
+    total = sum(p[3] for p in parts)
+    fns, fwd_lines, vg_lines = [], [], []
+    for k, (fwd, full, first, count) in enumerate(parts):
+        doc = docstring_text(f"Part {k + 1} of {len(parts)} of {model} (summands {first + 1} to "
+                             f"{first + count} of the {total} of its top-level sum)", multiline=False)
+        names = {id(v): v.name for v in fwd.inputs}
+        lines, _, _ = print_sweep(fwd.stmts, list(fwd.inputs), names, fwd.outputs, opts, tables)
+        fns.append(_Function(f"_part_{k}_forward", args, [f"{doc}: its value."],
+                             lines + [f"return {names[id(fwd.outputs[0])]}"]))
+        names = {id(v): v.name for v in full.inputs}
+        lines, _, _ = print_sweep(full.stmts, list(full.inputs), names, full.outputs, opts, tables)
+        ret = f"{names[id(full.outputs[0])]}, {tuple_text([names[id(g)] for g in full.outputs[1:]])}"
+        fns.append(_Function(f"_part_{k}", args, [f"{doc}: its value and gradients w.r.t. "
+                                                 f"({', '.join(w.name for w in ref.wrt)})."],
+                             lines + [f"return {ret}"]))
+        if k == 0:
+            fwd_lines.append(f"{value} = _part_0_forward({', '.join(args)})")
+            vg_lines.append(f"{value}, _grad0 = _part_0({', '.join(args)})")
+            vg_lines += [f"{g} = _grad0[{i}]" for i, g in enumerate(grads)]
+        else:
+            fwd_lines.append(f"{value} += _part_{k}_forward({', '.join(args)})")
+            vg_lines.append(f"_value{k}, _grad{k} = _part_{k}({', '.join(args)})")
+            vg_lines.append(f"{value} += _value{k}")
+            vg_lines += [f"{g} = {g} + _grad{k}[{i}]" for i, g in enumerate(grads)]
+    doc_args = ["Arguments:"] + ["    " + a for a in arg_docs]
+    note = f"# the sum in {len(parts)} parts: each _part_<k> runs its own forward and adjoint sweeps"
+    fns.append(_Function("forward", args, [f"{model}: the forward value only.", ""] + doc_args
+                         + ["", "Returns:", "    " + out_doc], fwd_lines + [f"return {value}"]))
+    fns.append(_Function("value_and_grad", args, [f"{model}: value and gradient.", ""] + doc_args
+                         + ["", "Returns:", f"    (value, grads): value is {out_doc}; grads in WRT order."],
+                         [note] + vg_lines + [f"return {value}, {tuple_text(grads)}"]))
+    array = [(w, g) for w, g in zip(ref.wrt, grads) if w.shape]
+    if array:
+        outs = _fresh_names([f"{w.name}_out" for w, _ in array], set(args) | {value} | set(grads))
+        scalars = [g for w, g in zip(ref.wrt, grads) if not w.shape]
+        ret = value if not scalars else f"{value}, {tuple_text(scalars)}"
+        fns.append(_Function("value_and_grad_into", args + outs,
+                             [f"{model}: value_and_grad writing the array gradients into preallocated arrays "
+                              "(see value_and_grad)."],
+                             [note] + vg_lines + [f"{o}[...] = {g}" for (w, g), o in zip(array, outs)]
+                             + [f"return {ret}"]))
+    return fns
+
+
+def render_module(forward: Function, full: Function | None, *, version: str, source_text: str,
+                  source_name: str, source_hash: str, model_name: str, params: dict,
+                  roles: dict[str, str], description: str = "", parts=(), options: Options = Options()) -> str:
+    """Render the generated module's text (see ``templates/module.j2``), sealed with its content
+    hash on the second line.
+
+    ``forward``: the optimized forward function; ``full``: forward + adjoint (None when ``parts``:
+    a large sum split by :func:`gradc.pipeline.build`, see :attr:`gradc.pipeline.Artifact.parts`).
+    ``options.comments=False`` leaves the rules' notes out; ``description`` (free text) goes into
+    the module docstring, escaped. Deterministic: the text depends only on the arguments.
+    """
+    tables: dict = {}
+    ref = full if full is not None else parts[0][1]          # the arguments, wrt, label classes
+    fulls = [full] if full is not None else [p[1] for p in parts]
+    arg_docs = [_doc(v, roles.get(v.name, "")) for v in ref.inputs]
+    out_doc = _doc(forward.outputs[0])
+    if parts:
+        fns = _split_functions(forward, ref, parts, options, tables, model_name, arg_docs, out_doc)
+    else:
+        fns = _functions(forward, full, options, tables, model_name, arg_docs, out_doc)
+    # [call-safety] the argument checks first in each entry point; gradc's call functions last
+    outs = [(o, w) for f in fns if f.name == "value_and_grad_into"
+            for o, w in zip(f.params[len(ref.inputs):], [w for w in ref.wrt if w.shape])]
+    for f in fns:
+        f.lines[:0] = checks.entry_lines(f.name, f.params, ref.inputs, outs)
+    fns += [_Function(*c, jit=False) for c in checks.calls(ref.inputs)]
+    code = "\n".join(line for f in fns for line in f.lines)
+    used = [forward] + fulls + [p[0] for p in parts]
+    return seal(environment().get_template("module.j2").render(
+        version=version,
+        description=docstring_text(description),
+        source_name=safe_name(source_name),
+        source_hash=source_hash,
+        source_lines=safe_lines(source_text),
+        model_name=model_name,
+        arg_names=tuple(v.name for v in ref.inputs),
+        shapes={v.name: v.shape for v in ref.inputs},
+        dtypes={v.name: DTYPE_NAMES[v.dtype] for v in ref.inputs},
+        wrt_names=tuple(v.name for v in ref.wrt),
+        output_name=forward.outputs[0].name,
+        params=params,
+        classes={k: v for f in fulls for k, v in label_classes(f).items()},
+        helpers=helpers(used, code) + table_lines(tables) + checks.definitions(ref.inputs, outs),  # [call-safety]
+        functions=fns,
+    ))
+
+
+__all__ = ["render_module", "seal", "docstring_text", "safe_name", "safe_lines", "helpers", "label_classes",
+           "print_sweep", "FLOATS"]
