@@ -1,7 +1,10 @@
 """The public API: :func:`compile`, :func:`load` and :class:`Compiled`."""
 from __future__ import annotations
 
+import builtins
 import time
+import types
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -132,125 +135,66 @@ def _from_numba_cache(e: BaseException) -> bool:
     return False
 
 
-class CheckedFunction:
-    """A compiled function behind an argument check (see :class:`ArgumentChecker`).
+def _twin(raw):
+    """The Numba dispatcher behind the public call of the dispatcher ``raw``: it runs the
+    specializations of ``raw`` that :meth:`Compiled._admit` gives it (those of the declared
+    argument types) and never compiles one.
 
-    Calling it checks the arguments, then calls the Numba dispatcher ``raw``;
-    any other attribute (``stats``, ``signatures``, ``py_func``) is the dispatcher's.
+    ``raw`` compiles a specialization for any new argument types: given a float32 array, a
+    float64 model would compute in float32. Its twin, given one, fails to dispatch (a
+    ``TypeError``) and the public call takes its slow path, whose checks name the argument. Like
+    gradc's checks, Numba converts a scalar to a specialization's type (an int to float64, a
+    float64 to float32; also a bool, to 0 or 1). One twin per dispatcher, kept on it: a collected
+    dispatcher removes its specializations from Numba's table of callable functions, and the
+    twin's are those of ``raw``.
     """
-
-    __slots__ = ("raw", "_check", "_name", "_path", "_repaired")
-
-    def __init__(self, raw, check: ArgumentChecker, name: str, path: Path | None = None):
-        self.raw = raw
-        self._check = check
-        self._name = name
-        self._path = path
-        self._repaired = False
-
-    def __call__(self, *args, **kwargs):
-        args = self._check(self._name, args, kwargs)
-        try:
-            return self.raw(*args)
-        except Exception as e:
-            # Numba loads its machine code from __pycache__ on the first call; a damaged file
-            # there (Numba writes atomically, so only outside damage) is removed and recompiled
-            if self._repaired or self._path is None or not _from_numba_cache(e):
-                raise
-            from gradc.runtime.loader import purge_numba_cache
-            self._repaired = True
-            purge_numba_cache(self._path, reason=f"{type(e).__name__}: {e}")
-            return self.raw(*args)
-
-    def __getattr__(self, attr):
-        return getattr(self.raw, attr)
-
-    def __repr__(self) -> str:
-        return f"<gradc checked {self._name}({', '.join(self._check.names)})>"
+    if not hasattr(raw, "overloads"):               # NUMBA_DISABLE_JIT=1: the module's functions are Python
+        return raw
+    twin = getattr(raw, "_gradc_twin", None)
+    if twin is None:
+        twin = type(raw)(raw.py_func, targetoptions=raw.targetoptions)
+        twin._can_compile = False                  # (disable_compile() wants a specialization first)
+        raw._gradc_twin = twin
+    return twin
 
 
-class CheckedValueAndGrad(CheckedFunction):
-    """``value_and_grad`` behind the argument check, with ``out=``: preallocated gradient arrays.
-
-    ``f(*args, out=grads)``: ``grads`` holds one entry per ``wrt`` argument, a C-contiguous
-    writeable array shaped and typed like that argument for an array argument (anything,
-    e.g. None, for a scalar one); the gradients are written into those arrays by the
-    generated ``value_and_grad_into`` (a matrix product writes its result there directly) and
-    ``(value, grads)`` comes back with those very arrays in it (scalar gradients as numbers).
-    The arrays must not share memory with any argument. A module without
-    ``value_and_grad_into`` (written by an older gradc) gets its gradients copied in.
-    (A model with an argument named ``out`` passes that argument with ``out=``; use
-    ``raw.value_and_grad_into`` there.)
-    """
-
-    __slots__ = ("_into", "_wrt")
-
-    def __init__(self, raw, into, check: ArgumentChecker, wrt, path: Path | None = None):
-        super().__init__(raw, check, "value_and_grad", path)
-        self._into = into
-        self._wrt = tuple((check.index[w], w, check.spec[check.index[w]][2], bool(check.spec[check.index[w]][1]))
-                          for w in wrt)
-
-    def __call__(self, *args, **kwargs):
-        if "out" not in kwargs or "out" in self._check.index:
-            return super().__call__(*args, **kwargs)
-        out = kwargs.pop("out")
-        args = self._check(self._name, args, kwargs)
-        bufs = self._check_out(args, out)
-        if self._into is None:
-            value, grads = super().__call__(*args)
-            for b, g in zip(bufs, (g for g, (_, _, _, is_array) in zip(grads, self._wrt) if is_array)):
-                b[...] = g
-            scalars = [g for g, w in zip(grads, self._wrt) if not w[3]]
-        else:
-            res = self._into(*args, *bufs)
-            value, scalars = (res[0], list(res[1])) if len(bufs) < len(self._wrt) else (res, [])
-        it = iter(bufs)
-        sc = iter(scalars)
-        return value, tuple(next(it) if w[3] else next(sc) for w in self._wrt)
-
-    def _check_out(self, args, out) -> list:
-        where = f"{self._name}: out"
-        if not isinstance(out, (tuple, list)) or len(out) != len(self._wrt):
-            raise ArgumentError(f"out must be a tuple of {len(self._wrt)} gradient array(s) in the order "
-                                f"of .wrt {tuple(w[1] for w in self._wrt)}, got {_got(out)}"
-                                + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""), where)
-        arrays = [a for a in args if isinstance(a, np.ndarray)]
-        bufs = []
-        for (i, name, dtype, is_array), b in zip(self._wrt, out):
-            if not is_array:
-                continue
-            want = args[i].shape
-            if not isinstance(b, np.ndarray) or b.dtype != dtype or b.shape != want:
-                raise ArgumentError(f"the gradient array for '{name}' must be {_a(dtype)} array of shape "
-                                    f"{want}, got {_got(b)}", where, "np.empty_like(the argument) makes one")
-            if not b.flags.c_contiguous or not b.flags.writeable:
-                raise ArgumentError(f"the gradient array for '{name}' must be C-contiguous and writeable",
-                                    where, "np.empty_like(the argument) makes one")
-            if any(np.may_share_memory(b, a) for a in arrays) or any(np.may_share_memory(b, c) for c in bufs):
-                raise ArgumentError(f"the gradient array for '{name}' shares memory with an argument "
-                                    "or another gradient array", where)
-            bufs.append(b)
-        return bufs
+def _bind(fn, name: str, **names):
+    """The generated function ``fn`` (a ``_call_`` function of the module) as ``name``, its
+    globals ``names`` (the dispatcher it calls, ``_failed``) bound to the objects given; the
+    same code, so the same explicit parameters."""
+    f = types.FunctionType(fn.__code__, {"__builtins__": builtins, **names}, name, fn.__defaults__)
+    f.__kwdefaults__, f.__doc__, f.__module__, f.__qualname__ = fn.__kwdefaults__, fn.__doc__, fn.__module__, name
+    return f
 
 
 class Compiled:
     """A loaded generated module.
 
-    Attributes: ``forward(*args) -> value`` and ``value_and_grad(*args) ->
-    (value, grads)`` (arguments in ``arg_names`` order, or by name; ``grads``
-    in ``wrt`` order). Both check the number, shapes (symbolic dimensions must
-    agree across arguments) and dtypes of the arguments first and raise
-    :class:`~gradc.errors.ArgumentError`; ``raw.forward`` and
-    ``raw.value_and_grad`` (also ``module.forward`` ...) are the Numba
-    dispatchers themselves, without the check, for hot loops.
-    ``value_and_grad(*args, out=grads)`` writes the array gradients into
-    preallocated arrays (see :class:`CheckedValueAndGrad`); its bare form is
-    ``raw.value_and_grad_into(*args, *grad_arrays)`` (None when no gradient is an array),
-    which returns the value (and a tuple of the scalar gradients, if any). ``source`` the
-    emitted code; ``ir`` the printed forward and adjoint IR (None for
-    :func:`load`); ``path`` the file; ``module`` the imported module;
-    ``arg_names``, ``wrt``, ``shapes``, ``dtypes``, ``params`` the module's metadata.
+    ``forward(*args) -> value`` and ``value_and_grad(*args) -> (value, grads)``: arguments in
+    ``arg_names`` order or by name (``grads`` in ``wrt`` order); arrays of the declared dtype
+    (any layout) and shape, a symbolic dimension (``"batch"``) of one size in all of them; scalars
+    as Python or NumPy numbers (converted to the declared dtype; a bool counts as 0 or 1) or 0-d
+    arrays. Anything else raises :class:`~gradc.errors.ArgumentError` naming the function, the
+    argument, what it must be and what was given (a missing argument too; an unknown or repeated
+    keyword is Python's ``TypeError``). They are plain functions with the model's parameters
+    (the module's ``_call_forward`` and ``_call_value_and_grad``) calling the compiled code
+    directly, which checks the array shapes itself; a call that fails takes the slow path
+    (:meth:`_failed`), which checks every argument in Python. ``value_and_grad(*args, out=grads)``
+    (or ``grads`` after the arguments) writes the array gradients into preallocated arrays (see
+    :meth:`_into`).
+
+    ``raw.forward``, ``raw.value_and_grad`` and ``raw.value_and_grad_into`` (None when no
+    gradient is an array; also ``module.forward`` ...) are the Numba dispatchers. They check the
+    dtype, rank and shape of each array argument (and output array) and raise ArgumentError,
+    but compile a specialization for any type Numba can pass: a float64 array where float32 is
+    declared runs the code in float64 (:func:`gradc.runtime.gradcheck` relies on it), scalars
+    are not converted, and a value Numba cannot type (a nested list) raises Numba's own error.
+    ``raw.value_and_grad_into(*args, *grad_arrays)`` returns the value (and a tuple of the
+    scalar gradients, if any).
+
+    ``source`` the emitted code; ``ir`` the printed forward and adjoint IR (None for
+    :func:`load`); ``path`` the file; ``module`` the imported module; ``arg_names``, ``wrt``,
+    ``shapes``, ``dtypes``, ``params`` the module's metadata.
     """
 
     def __init__(self, module, path: Path, artifact: Artifact | None = None):
@@ -268,9 +212,125 @@ class Compiled:
         into = getattr(module, "value_and_grad_into", None)      # None: no array gradient, or an older module
         self.raw = SimpleNamespace(forward=module.forward, value_and_grad=module.value_and_grad,
                                    value_and_grad_into=into)
-        check = ArgumentChecker(self.arg_names, self.shapes, self.dtypes)
-        self.forward = CheckedFunction(module.forward, check, "forward", self.path)
-        self.value_and_grad = CheckedValueAndGrad(module.value_and_grad, into, check, self.wrt, self.path)
+        self._check = ArgumentChecker(self.arg_names, self.shapes, self.dtypes)
+        self._repaired = False
+        for name in ("forward", "value_and_grad"):
+            call = getattr(module, f"_call_{name}", None)
+            setattr(self, name, _bind(call, name, **{name: _twin(getattr(module, name)),
+                                                     "_failed": partial(self._failed, name)})
+                    if call is not None else self._python_call(name))
+
+    def _python_call(self, name: str):
+        """The public call of a module without ``_call_`` functions (written by an older gradc):
+        the slow path on every call."""
+        def call(*args, **kwargs):
+            out = kwargs.pop("out", None) if name == "value_and_grad" and "out" not in self.arg_names else None
+            return self._failed(name, None, self._check(name, args, kwargs), out)
+        call.__name__ = call.__qualname__ = name
+        return call
+
+    def _failed(self, name: str, function, args: tuple, out):
+        """The slow path of the public call ``name`` (``forward`` or ``value_and_grad``), taken
+        when the call of the dispatcher ``function`` with ``args`` failed, or with ``out=``.
+
+        Checks the arguments with :class:`ArgumentChecker` (its ArgumentError names what each
+        argument must be; ``...`` is a missing one) and converts the scalars, then calls the raw
+        dispatcher, which compiles a specialization for new layouts (and on the first call); the
+        public call runs those of the declared types from then on (:meth:`_admit`). An error
+        that is not the arguments' is raised again by that call. A damaged file of Numba's cache
+        is removed and the code compiled again, once.
+        """
+        if any(a is ... for a in args):
+            missing = [n for n, a in zip(self.arg_names, args) if a is ...]
+            given = len(args) - len(missing)
+            if missing == list(self.arg_names[given:]):
+                self._check._fail(name, f"takes {len(args)} argument{'s' if len(args) != 1 else ''}, got {given}",
+                                  hint="pass them in the order of .arg_names")
+            self._check._fail(name, f"missing argument(s) {', '.join(missing)}")
+        args = self._check(name, args, {})
+        if out is not None:
+            return self._into(args, out)
+        result = self._run(getattr(self.raw, name), args)
+        self._admit(name)
+        return result
+
+    def _run(self, raw, args: tuple):
+        """``raw(*args)``; a damaged file in Numba's cache (Numba writes atomically, so only
+        outside damage) is removed and the code compiled again, once per :class:`Compiled`."""
+        try:
+            return raw(*args)
+        except Exception as e:
+            if self._repaired or not _from_numba_cache(e):
+                raise
+            reason = f"{type(e).__name__}: {e}"
+        from gradc.runtime.loader import purge_numba_cache
+        self._repaired = True
+        purge_numba_cache(self.path, reason=reason)
+        return raw(*args)
+
+    def _admit(self, name: str) -> None:
+        """Let the public call ``name`` run every specialization of ``raw.<name>`` that takes the
+        declared types (any layout): float arrays and scalars of the declared dtype. Not for a
+        model with an integer scalar argument: Numba would pass a float there, rounded down."""
+        raw = getattr(self.raw, name)
+        twin = _twin(raw)
+        for sig, cres in list(getattr(raw, "overloads", {}).items()):
+            if sig not in twin.overloads and self._declared(sig):
+                twin.add_overload(cres)
+
+    def _declared(self, sig) -> bool:
+        from numba import from_dtype, types as nt
+        return len(sig) == len(self._check.spec) and all(
+            isinstance(t, nt.Array) and t.ndim == len(shape) and t.dtype == from_dtype(dtype) if shape
+            else dtype.kind == "f" and t == from_dtype(dtype) for t, (_, shape, dtype) in zip(sig, self._check.spec))
+
+    def _into(self, args: tuple, out):
+        """``value_and_grad(*args, out=grads)``: ``grads`` holds one entry per ``wrt`` argument, a
+        C-contiguous writeable array shaped and typed like that argument for an array argument
+        (anything, e.g. None, for a scalar one), sharing no memory with any argument or with the
+        others. The generated ``value_and_grad_into`` writes the gradients there (a matrix product
+        writes its result there directly) and ``(value, grads)`` comes back with those very arrays
+        in it (scalar gradients as numbers); a module without it (written by an older gradc) gets
+        its gradients copied in. (A model with an argument named ``out`` takes it by that name:
+        use ``raw.value_and_grad_into`` there.)"""
+        wrt = [(self._check.index[w], w, self._check.spec[self._check.index[w]][2], bool(self.shapes[w]))
+               for w in self.wrt]
+        bufs = self._check_out(args, out, wrt)
+        into = self.raw.value_and_grad_into
+        if into is None:
+            value, grads = self._run(self.raw.value_and_grad, args)
+            for b, g in zip(bufs, (g for g, w in zip(grads, wrt) if w[3])):
+                b[...] = g
+            scalars = [g for g, w in zip(grads, wrt) if not w[3]]
+        else:
+            res = self._run(into, (*args, *bufs))
+            value, scalars = (res[0], list(res[1])) if len(bufs) < len(wrt) else (res, [])
+        it, sc = iter(bufs), iter(scalars)
+        return value, tuple(next(it) if w[3] else next(sc) for w in wrt)
+
+    def _check_out(self, args: tuple, out, wrt: list) -> list:
+        where = "value_and_grad: out"
+        if not isinstance(out, (tuple, list)) or len(out) != len(wrt):
+            raise ArgumentError(f"out must be a tuple of {len(wrt)} gradient array(s) in the order "
+                                f"of .wrt {tuple(w[1] for w in wrt)}, got {_got(out)}"
+                                + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""), where)
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        bufs = []
+        for (i, name, dtype, is_array), b in zip(wrt, out):
+            if not is_array:
+                continue
+            want = args[i].shape
+            if not isinstance(b, np.ndarray) or b.dtype != dtype or b.shape != want:
+                raise ArgumentError(f"the gradient array for '{name}' must be {_a(dtype)} array of shape "
+                                    f"{want}, got {_got(b)}", where, "np.empty_like(the argument) makes one")
+            if not b.flags.c_contiguous or not b.flags.writeable:
+                raise ArgumentError(f"the gradient array for '{name}' must be C-contiguous and writeable",
+                                    where, "np.empty_like(the argument) makes one")
+            if any(np.may_share_memory(b, a) for a in arrays) or any(np.may_share_memory(b, c) for c in bufs):
+                raise ArgumentError(f"the gradient array for '{name}' shares memory with an argument "
+                                    "or another gradient array", where)
+            bufs.append(b)
+        return bufs
 
     @property
     def source(self) -> str:

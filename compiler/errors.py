@@ -64,13 +64,40 @@ class VerifyError(GradcError):
     default_hint = "gradc's frontends always build valid IR: unless you built this IR by hand, please report it as a bug"
 
 
-class ArgumentError(ShapeError):
+class ArgumentError(ShapeError, ValueError):
     """A call of a compiled function got the wrong number, shapes or dtypes of arguments.
 
-    ``where`` names the function and the argument (``value_and_grad: argument 'X'``).
+    ``where`` names the function and the argument (``value_and_grad: argument 'X'``). Also a
+    ``ValueError``, like the ``ArgumentError`` a generated module defines when it is imported
+    without gradc.
     """
 
     default_hint = "the compiled object's .arg_names, .shapes and .dtypes list what each argument must be"
+
+
+class _GeneratedArgumentError(ArgumentError):
+    """:class:`ArgumentError` as the generated code raises it (see :func:`argument_error_class`):
+    ``ArgumentError(where, *parts)``, the message being the parts (text, sizes and shape tuples
+    known only at run time) joined by spaces."""
+
+    def __init__(self, where: str, *parts):
+        super().__init__(" ".join(map(str, parts)), where)
+
+    def __reduce__(self):
+        return type(self), (self.where, self.message)
+
+
+def argument_error_class(module_name: str) -> type:
+    """The ``ArgumentError`` class for the generated module named ``module_name``: a subclass of
+    :class:`ArgumentError` taking the generated code's arguments (see :class:`_GeneratedArgumentError`).
+
+    gradc's loader puts it into the module before running it (the module defines its own
+    ``ValueError`` subclass only when imported without gradc). It is named
+    ``<module_name>.ArgumentError``: Numba's cached machine code refers to the class it raises by
+    that name, so code cached by any process raises the class of the module imported in this one.
+    """
+    return type("ArgumentError", (_GeneratedArgumentError,),
+                {"__module__": module_name, "__qualname__": "ArgumentError", "__doc__": ArgumentError.__doc__})
 
 
 class CacheError(GradcError):

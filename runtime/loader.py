@@ -120,8 +120,13 @@ def import_generated(path: Path):
     """Import a generated module from ``path`` (see :func:`_module_name` for its name).
 
     A module already imported from the same unchanged file is reused, so its
-    compiled functions are too.
+    compiled functions are too. Before the module runs, its ``ArgumentError`` is set to
+    :func:`gradc.errors.argument_error_class` (a :class:`gradc.ArgumentError`), so the argument
+    checks of its jitted functions raise gradc's error; imported without gradc, the module
+    defines its own (a ``ValueError``).
     """
+    from gradc.errors import argument_error_class
+
     path = Path(path).resolve()
     st = path.stat()
     hit = _LOADED.get(path)
@@ -135,6 +140,7 @@ def import_generated(path: Path):
     # been written by a process that had to use it (its stem was taken there), and
     # loading that cache re-imports the module by the recorded name.
     sys.modules[_path_name(path)] = module
+    module.ArgumentError = argument_error_class(name)
     spec.loader.exec_module(module)
     _LOADED[path] = (st.st_mtime_ns, st.st_size, module)
     return module

@@ -52,21 +52,28 @@ def compile_cached():
 
 def assert_module_inert(text: str) -> None:
     """A generated module's top level: a docstring, the numba/numpy imports, literal
-    assignments and decorated function definitions -- nothing that runs code on import; no
-    call of a builtin that runs or imports code anywhere; no line-breaking control characters."""
+    assignments, function definitions (decorated to be jitted or Numba typing templates, or plain)
+    and the fixed definition of the module's own ArgumentError -- nothing that runs code on import;
+    no call of a builtin that runs or imports code anywhere; no line-breaking control characters."""
+    from gradc.backend.checks import ARGUMENT_ERROR
+
     tree = ast.parse(text)
     assert isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant)
-    for node in tree.body[1:]:
+    fixed = ast.dump(ast.parse(ARGUMENT_ERROR).body[0])      # `if "ArgumentError" not in globals(): class ...`
+    body = [node for node in tree.body[1:] if ast.dump(node) != fixed]
+    for node in body:
         if isinstance(node, ast.Import):
             assert [a.name for a in node.names] in (["numba"], ["numpy"])
         elif isinstance(node, ast.Assign):
             ast.literal_eval(node.value)
         else:
             assert isinstance(node, ast.FunctionDef), ast.dump(node)[:200]
-            # numba.njit(...), or the template's fixed LLVM intrinsic (a bitcast helper of the exp kernels)
+            # numba.njit(...), the argument check's typing (gradc.backend.checks), or the template's fixed
+            # LLVM intrinsic (a bitcast helper of the exp kernels)
             for dec in node.decorator_list:
-                assert ast.unparse(dec).startswith("numba.njit(") or ast.unparse(dec) == "numba.extending.intrinsic"
-    for node in ast.walk(tree):
+                assert ast.unparse(dec).startswith(("numba.njit(", "numba.extending.overload(_arg,")) \
+                    or ast.unparse(dec) == "numba.extending.intrinsic"
+    for node in (n for top in body for n in ast.walk(top)):
         if isinstance(node, ast.Name):
             assert node.id not in ("eval", "exec", "compile", "__import__", "open", "getattr", "globals")
     for line in text.split("\n"):
