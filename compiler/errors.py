@@ -81,10 +81,45 @@ class _GeneratedArgumentError(ArgumentError):
     known only at run time) joined by spaces."""
 
     def __init__(self, where: str, *parts):
+        if parts and isinstance(parts[0], str) and parts[0].split(" ", 1)[0] in ("arguments", "outputs"):
+            where, message = _shape_message(type(self).__module__, where, parts[0], parts[1:])
+            super().__init__(message, where)
+            return
         super().__init__(" ".join(map(str, parts)), where)
 
     def __reduce__(self):
         return type(self), (self.where, self.message)
+
+
+def _shape_message(module_name: str, where: str, what: str, shapes: tuple) -> tuple[str, str]:
+    """``(where, message)`` for the generated checks' ``ArgumentError(where, what, *shapes)``, one
+    raise site per entry point (each costs compile time): ``what`` is ``"arguments X y W"`` (the
+    array arguments, ``shapes`` theirs) or ``"outputs W_out of W"`` (``shapes``: the arguments',
+    then the output arrays'). The message names the first argument that does not fit, as
+    :class:`gradc.api.ArgumentChecker` does for the same arrays."""
+    import sys
+
+    import numpy as np
+
+    kind, *names = what.split()
+    if kind == "outputs":
+        n = names.index("of")
+        outs, args = names[:n], names[n + 1:]
+        for o, a, sa, so in zip(outs, args, shapes[:len(args)], shapes[len(args):]):
+            if tuple(so) != tuple(sa):
+                return f"{where}: argument '{o}'", f"expected shape {tuple(sa)} (that of '{a}'), got {tuple(so)}"
+    module = sys.modules.get(module_name)
+    if kind == "arguments" and module is not None:
+        from .api import ArgumentChecker
+        given = dict(zip(names, shapes))
+        fake = {n: np.lib.stride_tricks.as_strided(np.zeros(1, module.DTYPES[n]), tuple(sh), (0,) * len(sh))
+                for n, sh in given.items()}                  # arrays of those shapes, no memory
+        try:
+            ArgumentChecker(module.ARGS, module.SHAPES, module.DTYPES)(
+                where, tuple(fake.get(n, 0) for n in module.ARGS), {})
+        except ArgumentError as e:
+            return e.where, e.message
+    return where, f"the {kind} {', '.join(names)} have shapes {', '.join(map(str, shapes))}"
 
 
 def argument_error_class(module_name: str) -> type:

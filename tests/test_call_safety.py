@@ -1,13 +1,16 @@
 """A call that is safe and fast: every entry point, the raw Numba dispatchers included, checks
-its array arguments (rank, dtype, each fixed dimension, symbolic dimensions across arguments)
-inside the jitted code and raises ``gradc.ArgumentError`` instead of reading out of bounds; the
+its array arguments' shapes (each fixed dimension, symbolic dimensions across arguments) inside
+the jitted code and raises ``gradc.ArgumentError`` instead of reading out of bounds; the
 public ``forward``/``value_and_grad`` are plain functions with the model's parameters that call
 the compiled code directly and fall back to Python's checks (their precise messages) when a call
 fails. A generated module imported without gradc raises its own ``ArgumentError`` (a ValueError).
 
-What the raw dispatchers do not turn into ArgumentError (see ``gradc.Compiled``): a value Numba
-cannot type (a nested list, an arbitrary object) raises Numba's TypeError or TypingError when it
-is dispatched; scalar arguments are not checked there. Neither returns a number: tested below.
+What the raw dispatchers do not turn into ArgumentError (see ``gradc.Compiled``): an array of
+another rank, a value Numba cannot type (a list, an arbitrary object) raises Numba's TypeError or
+TypingError when it is dispatched; an array of another float dtype is computed in that dtype (a
+specialization of its own, as for any Numba function); scalar arguments are not checked there.
+None returns a wrong number: tested below. (Type checks inside the jitted code cost ~0.3 s of
+compile time per entry point, measured on the digits MLP; the public call makes them instead.)
 """
 from __future__ import annotations
 
@@ -96,10 +99,10 @@ def out_grads(a):
     return outs(a) + [None]
 
 
-# each bad call: the arguments, what the public call says, what the raw dispatchers say
+# each bad call: the arguments, what the public call says, what the raw dispatchers say (None:
+# Numba's own error, or the computation in another dtype: see test_what_the_raw_dispatchers_leave_to_numba)
 BAD = {
-    "rank": (lambda a: [a[0][None]] + a[1:], r"argument 'X': expected shape \[batch, 3\], got \(1, 4, 3\)",
-             r"argument 'X': expected a float64 array of shape \[batch, 3\], got array\(float64, 3d, C\)"),
+    "rank": (lambda a: [a[0][None]] + a[1:], r"argument 'X': expected shape \[batch, 3\], got \(1, 4, 3\)", None),
     "length": (lambda a: [a[0][:, :2]] + a[1:], r"argument 'X': expected shape \[batch, 3\], got \(4, 2\)",
                r"argument 'X': expected shape \[batch, 3\], got \(4, 2\)"),
     "symbolic batch": (lambda a: [a[0], a[1][:3]] + a[2:],
@@ -109,13 +112,11 @@ BAD = {
                    r"argument 'b': expected shape \[k\] with k = 5 \(from 'W'\), got \(6,\)",
                    r"argument 'b': expected shape \[k\] with k = 5 \(from 'W'\), got \(6,\)"),
     "float32 for float64": (lambda a: [a[0].astype(np.float32)] + a[1:],
-                            r"argument 'X': expected a float64 array, got a float32 array of shape \(4, 3\)",
-                            r"argument 'X': expected a float64 array of shape \[batch, 3\], got array\(float32, 2d, C\)"),
+                            r"argument 'X': expected a float64 array, got a float32 array of shape \(4, 3\)", None),
     "float labels": (lambda a: [a[0], a[1].astype(np.float64)] + a[2:],
-                     r"argument 'y': expected an int64 array, got a float64 array of shape \(4,\)",
-                     r"argument 'y': expected an int64 array of shape \[batch\], got array\(float64, 1d, C\)"),
+                     r"argument 'y': expected an int64 array, got a float64 array of shape \(4,\)", None),
     "list": (lambda a: a[:3] + [a[3].tolist(), 0.5], r"argument 'b': expected a float64 array of shape \[k\], got a list",
-             r"argument 'b': expected a float64 array of shape \[k\], got reflected list\(float64\)"),
+             None),
 }
 
 
@@ -130,7 +131,7 @@ def test_the_public_call_rejects_bad_arguments_with_the_python_checks_message(ml
             call()
 
 
-@pytest.mark.parametrize("case", BAD)
+@pytest.mark.parametrize("case", [c for c in BAD if BAD[c][2]])
 def test_the_raw_dispatchers_reject_bad_arguments_in_the_jitted_code(mlp, case):
     change, _, raw = BAD[case]
     a = change(args())
@@ -145,10 +146,7 @@ def test_the_raw_dispatchers_reject_bad_arguments_in_the_jitted_code(mlp, case):
 
 @pytest.mark.parametrize("bad, pattern", [
     (lambda o: [np.empty((3, 6))] + o[1:], r"argument 'W_out': expected shape \(3, 5\) \(that of 'W'\), got \(3, 6\)"),
-    (lambda o: [np.empty((4, 5))] + o[1:], r"argument 'W_out': expected shape \[3, k\], got \(4, 5\)"),
-    (lambda o: [np.empty((5, 3)).T] + o[1:], r"argument 'W_out': expected a float64 array of shape \[3, k\], "
-                                             r"C-contiguous and writeable, got array\(float64, 2d, F\)"),
-    (lambda o: [o[0].astype(np.float32)] + o[1:], r"argument 'W_out': expected a float64 array .* got array\(float32"),
+    (lambda o: [np.empty((4, 5))] + o[1:], r"argument 'W_out': expected shape \(3, 5\) \(that of 'W'\), got \(4, 5\)"),
     (lambda o: o[:1] + [np.empty(4)], r"argument 'b_out': expected shape \(5,\) \(that of 'b'\), got \(4,\)"),
 ])
 def test_value_and_grad_into_checks_its_output_arrays(mlp, bad, pattern):
@@ -214,8 +212,20 @@ def test_the_public_call_never_compiles_a_specialization_for_another_dtype(mlp):
 def test_what_the_raw_dispatchers_leave_to_numba(mlp, xyz):
     """Documented limits of the raw dispatchers: never a silently wrong number."""
     a = args()
-    with pytest.raises(TypeError, match="cannot reflect element of reflected container"):
-        mlp.raw.value_and_grad(a[0].tolist(), *a[1:])                 # a nested list: Numba cannot pass it
+    with pytest.raises((TypeError, TypingError)):
+        mlp.raw.value_and_grad(a[0].tolist(), *a[1:])                 # a nested list: Numba cannot type it
+    with pytest.raises(TypingError):
+        mlp.raw.value_and_grad(a[0][None], *a[1:])                    # another rank: the body does not type
+    # another float dtype: Numba types it (a matrix product of float32 with float64 does not type),
+    # or computes in it, giving the same numbers to its precision
+    try:
+        v32, g32 = mlp.raw.value_and_grad(a[0].astype(np.float32), *a[1:])
+    except TypingError:
+        pass
+    else:
+        v64, g64 = mlp.value_and_grad(*a)
+        assert v32 == pytest.approx(v64, rel=1e-5)
+        np.testing.assert_allclose(g32[0], g64[0], rtol=1e-4, atol=1e-5)
     with pytest.raises(TypingError, match="non-precise type pyobject"):
         mlp.raw.forward(object(), *a[1:])
     with pytest.raises(TypingError):
@@ -235,6 +245,7 @@ def test_a_module_loaded_with_gradc_load(loaded):
     for call in (loaded.forward, loaded.value_and_grad, loaded.raw.forward, loaded.raw.value_and_grad):
         with pytest.raises(ArgumentError, match=r"argument 'w': expected shape \[n\] with n = 4 \(from 'x'\), got \(3,\)"):
             call(x, w[:3])
+    for call in (loaded.forward, loaded.value_and_grad):             # types: the public call's checks
         with pytest.raises(ArgumentError, match=r"argument 'x': expected .*float64 array"):
             call(x.astype(np.float32), w)
         with pytest.raises(ArgumentError, match=r"argument 'x': expected .*shape \[n\]"):
@@ -276,8 +287,8 @@ def test_imported_without_gradc_the_module_raises_its_own_argument_error(loaded)
     value, line, hits = _standalone(loaded.path)
     value = float(value)
     assert value == pytest.approx(4 * np.tanh(1.0))
-    assert line == f"{loaded.path.stem} True False value_and_grad: argument 'w': expected shape [n] with n = 4 " \
-                   "(from 'x'), got (3,)"
+    assert line == f"{loaded.path.stem} True False value_and_grad: the arguments x w have shapes ((4,), (3,)) " \
+                   "(see SHAPES)"
     assert int(hits) >= 1                                  # the code gradc's process cached
 
 
@@ -302,7 +313,7 @@ def test_plain_importlib_in_this_process(tmp_path, loaded):
     spec.loader.exec_module(m)
     assert issubclass(m.ArgumentError, ValueError) and not issubclass(m.ArgumentError, gradc.GradcError)
     x = np.ones(4)
-    with pytest.raises(m.ArgumentError, match=r"^forward: argument 'w': expected shape \[n\] with n = 4"):
+    with pytest.raises(m.ArgumentError, match=r"^forward: the arguments x w have shapes \(\(4,\), \(3,\)\)"):
         m._call_forward(x, np.ones(3))
     assert m._call_value_and_grad(w=x, x=x)[0] == pytest.approx(4 * np.tanh(1.0))
     with pytest.raises(TypeError, match="out= needs gradc"):

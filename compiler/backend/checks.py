@@ -31,106 +31,61 @@ from ..ir import DTYPE_NAMES, Value
 ARGUMENT_ERROR = '''\
 if "ArgumentError" not in globals():       # imported by gradc: its loader put gradc.ArgumentError's class here
     class ArgumentError(ValueError):
-        """An argument of the wrong type or shape: ArgumentError(where, *parts of the message)."""
+        """Arrays of the wrong shapes: ArgumentError(where, "arguments X W", X.shape, W.shape) (see SHAPES)."""
 
         def __str__(self):
-            return f"{self.args[0]}: " + " ".join(map(str, self.args[1:]))'''
+            return f"{self.args[0]}: the {self.args[1]} have shapes {self.args[2:]} (see SHAPES)"'''
 
-#: One array argument's check (see the module docstring).
-ARG_CHECK = '''\
-def _arg(where, name, x, kind):
-    """The array argument x, checked against kind: its dtype and shape, "float64[batch, 3]" (then
-    "C": a C-contiguous writeable output array). Jitted code runs _arg_typing's check; run as
-    plain Python (NUMBA_DISABLE_JIT=1), x passes unchecked."""
-    return x
+#: The checks are compiled once and called by each entry point (not inlined: compile time).
+_JIT = '@numba.njit(cache=True, error_model="numpy")'
 
 
-@numba.extending.overload(_arg, prefer_literal=True)
-def _arg_typing(where, name, x, kind):
-    """At compile time: whether the type of x fits kind (a float64 array also fits where float32
-    is declared). At run time: x, once its fixed dimensions are compared with kind's; if its type
-    does not fit, ArgumentError (and, for the typing of the caller only, an empty array of kind)."""
-    want, layout = kind.literal_value.split("]")
-    dtype, dims = want.split("[")
-    sizes = tuple(int(d) if d.isdigit() else -1 for d in dims.split(", "))
-    fits = (isinstance(x, numba.types.Array) and x.ndim == len(sizes)
-            and str(x.dtype) in (dtype, "float64" if dtype == "float32" else dtype)
-            and (not layout or x.layout == "C" and x.mutable))
-    if fits:
-        shape = f"expected shape [{dims}], got"
-
-        def checked(where, name, x, kind):
-            for k in range(len(sizes)):
-                if sizes[k] >= 0 and x.shape[k] != sizes[k]:
-                    raise ArgumentError(where + ": argument '" + name + "'", shape, x.shape)
-            return x
-        return checked
-    expected = (f"expected {'an' if dtype[0] in 'aeiou' else 'a'} {dtype} array of shape [{dims}]"
-                + (", C-contiguous and writeable" if layout else "") + f", got {x}")
-    empty, np_dtype = (0,) * len(sizes), np.dtype(dtype).type
-
-    def rejected(where, name, x, kind):
-        if len(where) >= 0:        # always; the return gives the call the declared type
-            raise ArgumentError(where + ": argument '" + name + "'", expected)
-        return np.empty(empty, np_dtype)
-    return rejected'''
-
-_JIT = '@numba.njit(cache=True, error_model="numpy", inline="always")'
+def _conditions(arrays: list[Value]) -> list[str]:
+    """Integer compares that are true when a shape is wrong: each fixed dimension, and each
+    symbolic dimension against its first occurrence (in argument order)."""
+    first: dict = {}
+    out = []
+    for v in arrays:
+        for k, d in enumerate(v.shape):
+            if isinstance(d, int):
+                out.append(f"{v.name}.shape[{k}] != {d}")
+            elif d in first:
+                src, j = first[d]
+                out.append(f"{v.name}.shape[{k}] != {src}.shape[{j}]")
+            else:
+                first[d] = (v.name, k)
+    return out
 
 
-def _kind(v: Value, output: bool = False) -> str:
-    return f"{DTYPE_NAMES[v.dtype]}[{', '.join(map(str, v.shape))}]{'C' if output else ''}"
-
-
-def _shape_text(shape) -> str:
-    return "[" + ", ".join(map(str, shape)) + "]"
-
-
-def _names(names: list[str]) -> str:
-    """``a, b`` (several names), ``a`` (one): what ``_checked`` returns and its caller assigns."""
-    return ", ".join(names)
+def _check_function(name: str, params: list[str], conditions: list[str], what: str, got: list[str],
+                    doc: str) -> str:
+    """A jitted ``name(params)`` raising ``ArgumentError(_where, what, *got)`` when any of the
+    ``conditions`` holds: one raise site (each costs compile time); ``what`` names the arrays whose
+    shapes ``got`` are (gradc's class, :func:`gradc.errors._shape_message`, names the one at fault)."""
+    cond = " or ".join(conditions) or "False"
+    return "\n".join([_JIT, f"def {name}({', '.join(params)}):", f'    """{doc}"""',
+                      f"    if {cond}:",
+                      f"        raise ArgumentError({', '.join([params[0], repr(what)] + got)})"])
 
 
 def _checked(inputs: list[Value]) -> str:
-    """``_checked(_where, <array arguments>)``: each array argument through ``_arg``, then its
-    symbolic dimensions against their first occurrence (in argument order, like
-    :class:`gradc.api.ArgumentChecker`)."""
+    """``_checked(_where, <array arguments>)``: their shapes against SHAPES (symbolic dimensions in
+    argument order, like :class:`gradc.api.ArgumentChecker`)."""
     arrays = [v for v in inputs if v.shape]
-    lines, first = [], {}
-    for v in arrays:
-        lines.append(f"{v.name} = _arg(_where, {v.name!r}, {v.name}, {_kind(v)!r})")
-        for k, d in enumerate(v.shape):
-            if isinstance(d, int):
-                continue
-            if d not in first:
-                first[d] = (v.name, k)
-                continue
-            src, j = first[d]
-            lines += [f"if {v.name}.shape[{k}] != {src}.shape[{j}]:",
-                      f"    raise ArgumentError(_where + {': argument ' + repr(v.name)!r},",
-                      f"                        {'expected shape ' + _shape_text(v.shape) + ' with ' + d + ' ='!r}, "
-                      f"{src}.shape[{j}], {'(from ' + repr(src) + '), got'!r}, {v.name}.shape)"]
-    return "\n".join([_JIT, f"def _checked(_where, {_names([v.name for v in arrays])}):",
-                      '    """The array arguments of the entry point _where, checked against DTYPES and SHAPES (see',
-                      '    _arg; a symbolic dimension must have one size in all of them): ArgumentError if not."""']
-                     + ["    " + line for line in lines] + [f"    return {_names([v.name for v in arrays])}"])
+    what = "arguments " + " ".join(v.name for v in arrays)
+    return _check_function("_checked", ["_where"] + [v.name for v in arrays], _conditions(arrays), what,
+                           [f"{v.name}.shape" for v in arrays],
+                           "The array arguments of the entry point _where against SHAPES: ArgumentError if not.")
 
 
 def _checked_out(outputs: list[tuple[str, Value]]) -> str:
-    """``_checked_out(<arguments>, <output arrays>)`` of ``value_and_grad_into``."""
-    lines = []
-    for out, v in outputs:
-        lines.append(f"{out} = _arg('value_and_grad_into', {out!r}, {out}, {_kind(v, output=True)!r})")
-        if any(not isinstance(d, int) for d in v.shape):
-            lines += [f"if {out}.shape != {v.name}.shape:",
-                      f"    raise ArgumentError({'value_and_grad_into: argument ' + repr(out)!r},",
-                      f"                        'expected shape', {v.name}.shape, "
-                      f"{'(that of ' + repr(v.name) + '), got'!r}, {out}.shape)"]
-    params = [v.name for _, v in outputs] + [o for o, _ in outputs]
-    return "\n".join([_JIT, f"def _checked_out({', '.join(params)}):",
-                      '    """The output arrays of value_and_grad_into: C-contiguous, writeable, of their arguments\'',
-                      '    dtypes and shapes (see _arg): ArgumentError if not."""']
-                     + ["    " + line for line in lines] + [f"    return {_names([o for o, _ in outputs])}"])
+    """``_checked_out(_where, <arguments>, <output arrays>)`` of ``value_and_grad_into``: each output
+    array shaped like its argument."""
+    params = ["_where"] + [v.name for _, v in outputs] + [o for o, _ in outputs]
+    what = "outputs " + " ".join(o for o, _ in outputs) + " of " + " ".join(v.name for _, v in outputs)
+    return _check_function("_checked_out", params, [f"{o}.shape != {v.name}.shape" for o, v in outputs],
+                           what, [f"{v.name}.shape" for _, v in outputs] + [f"{o}.shape" for o, _ in outputs],
+                           "The output arrays of value_and_grad_into, shaped like their arguments.")
 
 
 def definitions(inputs: list[Value], outputs: list[tuple[str, Value]] = ()) -> list[str]:
@@ -141,7 +96,7 @@ def definitions(inputs: list[Value], outputs: list[tuple[str, Value]] = ()) -> l
     ``value_and_grad_into`` (its parameters after the arguments), in order."""
     if not any(v.shape for v in inputs):
         return []
-    return [ARGUMENT_ERROR, ARG_CHECK, _checked(inputs)] + ([_checked_out(list(outputs))] if outputs else [])
+    return [ARGUMENT_ERROR, _checked(inputs)] + ([_checked_out(list(outputs))] if outputs else [])
 
 
 def entry_lines(function: str, params: list[str], inputs: list[Value], outputs: list[tuple[str, Value]] = ()) -> list[str]:
@@ -152,11 +107,11 @@ def entry_lines(function: str, params: list[str], inputs: list[Value], outputs: 
     arrays = [v.name for v in inputs if v.shape]
     if function not in ("forward", "value_and_grad", "value_and_grad_into") or not arrays:
         return []
-    lines = [f"{_names(arrays)} = _checked({function!r}, {_names(arrays)})"]
+    lines = [f"_checked({', '.join([repr(function)] + arrays)})"]
     if function == "value_and_grad_into" and outputs:
         outs = [o for o, _ in outputs]
         assert params[len(params) - len(outs):] == outs, (params, outs)
-        lines.append(f"{_names(outs)} = _checked_out({', '.join([v.name for _, v in outputs] + outs)})")
+        lines.append(f"_checked_out({', '.join([repr(function)] + [v.name for _, v in outputs] + outs)})")
     return lines
 
 

@@ -114,5 +114,9 @@ def plan_memory(items: list, outputs=(), *, given=(), owned=(), targets=frozense
                     dead[i] = a
         if dead:
             plan.release[k] = list(dead.values())
-    plan.owned = set(live)
+    # an array a whole-array statement may have taken a view of (x.T, x[1:]) is not handed on as
+    # owned: the view, saved for a later sweep, would see its memory reused
+    viewed = {id(a) for item in items if isinstance(item, Line) and OPS[item.stmt.op].view
+              for a in item.stmt.args}
+    plan.owned = set(live) - viewed
     return plan

@@ -191,8 +191,8 @@ def rematerialize(primal, adjoint, outputs, stored=frozenset()):
 class _Function:
     """One function of the module: ``name(params)``, its docstring lines, body lines, decorator."""
 
-    def __init__(self, name, params, doc, lines, jit=True):
-        self.name, self.params, self.lines, self.jit = name, list(params), lines, jit
+    def __init__(self, name, params, doc, lines, jit=True, inline=False):
+        self.name, self.params, self.lines, self.jit, self.inline = name, list(params), lines, jit, inline
         self.doc = [doc] if isinstance(doc, str) else doc
 
 
@@ -212,17 +212,17 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
     fwd_lines, owned, stored = print_sweep(primal, list(full.inputs), names, [value] + saved, opts, tables)
     returned = [names[id(v)] for v in [value] + saved]
     sweep = _Function("_forward_sweep", args, f"The forward sweep of {model}: its value"
-                      + (", then the values the adjoint sweep reads." if saved else "."),
-                      fwd_lines + [f"return {tuple_text(returned) if saved else returned[0]}"])
-    doc_args = ["Arguments:"] + ["    " + a for a in arg_docs]
-    fwd_doc = [f"{model}: the forward value only.", ""] + doc_args + ["", "Returns:", "    " + out_doc]
+                      + (", then the values the adjoint sweep reads." if saved else ".")
+                      + " Inlined where it is called.",
+                      fwd_lines + [f"return {tuple_text(returned) if saved else returned[0]}"], inline=True)
+    fwd_doc = [f"The value {out_doc} (the arguments: see the module's docstring)."]
     if stored - alone.stored:
         # the shared sweep stores loop values in arrays only for the adjoint sweep: forward computes
         # its value without them (its own sweep; a second compile, measured faster)
         names = {id(v): v.name for v in forward.inputs}
         lines, _, _ = print_sweep(forward.stmts, list(forward.inputs), names, forward.outputs, opts, tables)
-        fwd = _Function("forward", args, fwd_doc + ["", "(Its own sweep: _forward_sweep also stores "
-                                                    "values for the adjoint sweep.)"],
+        fwd = _Function("forward", args, fwd_doc + ["", "Its own sweep: _forward_sweep also stores "
+                                                    "values for the adjoint sweep."],
                         lines + [f"return {names[id(forward.outputs[0])]}"])
     else:
         fwd = _Function("forward", args, fwd_doc, [f"return _forward_sweep({', '.join(args)}){'[0]' if saved else ''}"])
@@ -243,45 +243,35 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
 
     fns = [sweep, fwd]
     scalar_grads = [g for w, g in zip(full.wrt, grads) if not w.shape]
-    returns = ["Returns:", "    (value, grads): value is " + out_doc + ";",
-               f"    grads is a tuple of the gradients w.r.t. ({', '.join(w.name for w in full.wrt)}), each",
-               "    shaped like its argument."]
-    if array_grads:
-        targets = {id(g): o for (w, g), o in zip(array_grads, outs)}
-        lines, names = core(targets)
-        for (w, g), o in zip(array_grads, outs):            # what was not computed in place: copied in
-            if names[id(g)] != o:
-                lines.append(f"{o}[...] = {names[id(g)]}")
-        ret = value.name if not scalar_grads else \
-            f"{value.name}, {tuple_text([names[id(g)] for g in scalar_grads])}"
-        fns.append(_Function(
-            "value_and_grad_into", args + outs,
-            [f"{model}: value and gradient, the array gradients written into preallocated arrays.", "",
-             "Arguments: those of value_and_grad, then one output array per array gradient",
-             f"({', '.join(outs)}): C-contiguous, shaped and typed like its argument, and",
-             "sharing no memory with any argument. Every element of each is overwritten.", "",
-             "Returns:",
-             "    the value" + (", and a tuple of the gradients w.r.t. the scalar arguments (in WRT order)"
-                                if scalar_grads else "") + "; the array gradients are in the output arrays."],
-            lines + [f"return {ret}"]))
-        alloc = [f"{o} = np.empty({w.name}.shape, {w.name}.dtype)" for (w, _), o in zip(array_grads, outs)]
-        call = f"value_and_grad_into({', '.join(args + outs)})"
-        it = iter(outs)
-        if scalar_grads:
-            sc = iter(range(len(scalar_grads)))
-            grad_names = [next(it) if w.shape else f"scalar_grads[{next(sc)}]" for w in full.wrt]
-            body = alloc + [f"{value.name}, scalar_grads = {call}"]
-        else:
-            grad_names = [next(it) for _ in full.wrt]
-            body = alloc + [f"{value.name} = {call}"]
-        fns.append(_Function("value_and_grad", args, [f"{model}: value and gradient, one forward and one "
-                                                      "adjoint sweep.", ""] + doc_args + [""] + returns,
-                             body + [f"return {value.name}, {tuple_text(grad_names)}"]))
-    else:
+    vg_doc = [f"(value, grads): the value and its gradients w.r.t. ({', '.join(w.name for w in full.wrt)}),",
+              "each shaped like its argument."]
+    if not array_grads:
         lines, names = core({})
-        fns.append(_Function("value_and_grad", args, [f"{model}: value and gradient, one forward and one "
-                                                      "adjoint sweep.", ""] + doc_args + [""] + returns,
+        fns.append(_Function("value_and_grad", args, vg_doc,
                              lines + [f"return {value.name}, {tuple_text([names[id(g)] for g in grads])}"]))
+        return fns
+    # the array gradients go into output arrays: given (value_and_grad_into) or allocated here
+    targets = {id(g): o for (w, g), o in zip(array_grads, outs)}
+    lines, names = core(targets)
+    for (w, g), o in zip(array_grads, outs):                # what was not computed in place: copied in
+        if names[id(g)] != o:
+            lines.append(f"{o}[...] = {names[id(g)]}")
+    alloc = [f"if {outs[0]} is None:"] + [f"    {o} = np.empty({w.name}.shape, {w.name}.dtype)"
+                                          for (w, _), o in zip(array_grads, outs)] + [
+        "else:", f"    _checked_out('value_and_grad', {', '.join([w.name for w, _ in array_grads] + outs)})"]
+    fns.append(_Function("value_and_grad", args + [f"{o}=None" for o in outs], vg_doc + [
+        f"{', '.join(outs)}: output arrays for the array gradients (all or none; C-contiguous, shaped and",
+        "typed like their arguments, sharing no memory with any argument), or None: new arrays."],
+        alloc + lines + [f"return {value.name}, {tuple_text([names[id(g)] for g in grads])}"]))
+    grads_of = "value_and_grad(" + ", ".join(args + outs) + ")"
+    ret = f"{grads_of}[0]" if not scalar_grads else \
+        f"{value.name}, {tuple_text([f'grads[{k}]' for k, w in enumerate(full.wrt) if not w.shape])}"
+    fns.append(_Function(
+        "value_and_grad_into", args + outs,
+        [f"value_and_grad writing the array gradients into the output arrays {', '.join(outs)};",
+         "returns the value" + (" and a tuple of the gradients w.r.t. the scalar arguments." if scalar_grads
+                                else ".")],
+        ([f"{value.name}, grads = {grads_of}"] if scalar_grads else []) + [f"return {ret}"]))
     return fns
 
 
@@ -319,12 +309,11 @@ def _split_functions(forward: Function, ref: Function, parts, opts: Options, tab
             vg_lines.append(f"_value{k}, _grad{k} = _part_{k}({', '.join(args)})")
             vg_lines.append(f"{value} += _value{k}")
             vg_lines += [f"{g} = {g} + _grad{k}[{i}]" for i, g in enumerate(grads)]
-    doc_args = ["Arguments:"] + ["    " + a for a in arg_docs]
     note = f"# the sum in {len(parts)} parts: each _part_<k> runs its own forward and adjoint sweeps"
-    fns.append(_Function("forward", args, [f"{model}: the forward value only.", ""] + doc_args
-                         + ["", "Returns:", "    " + out_doc], fwd_lines + [f"return {value}"]))
-    fns.append(_Function("value_and_grad", args, [f"{model}: value and gradient.", ""] + doc_args
-                         + ["", "Returns:", f"    (value, grads): value is {out_doc}; grads in WRT order."],
+    fns.append(_Function("forward", args, [f"The value {out_doc} (the arguments: see the module's docstring)."],
+                         fwd_lines + [f"return {value}"]))
+    fns.append(_Function("value_and_grad", args, [f"(value, grads): the value and its gradients w.r.t. "
+                                                  f"({', '.join(w.name for w in ref.wrt)}).", ],
                          [note] + vg_lines + [f"return {value}, {tuple_text(grads)}"]))
     array = [(w, g) for w, g in zip(ref.wrt, grads) if w.shape]
     if array:
@@ -383,6 +372,8 @@ def render_module(forward: Function, full: Function | None, *, version: str, sou
         classes={k: v for f in fulls for k, v in label_classes(f).items()},
         helpers=helpers(used, code) + table_lines(tables) + checks.definitions(ref.inputs, outs),  # [call-safety]
         functions=fns,
+        arg_docs=arg_docs,
+        output_doc=out_doc,
     ))
 
 

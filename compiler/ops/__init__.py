@@ -113,6 +113,9 @@ class Op:
     #: ``(function, ...)``: the call that writes its result into a given output array
     #: (``np.dot(a, b, out)``), or None
     into: str | None = None
+    #: its whole-array rendering may return (a view of) its operand's memory (``x.T``, ``x[1:]``, a
+    #: plain binding): the memory plan never lends that operand's array out while it is alive
+    view: bool = False
     #: ``((value, form), ...)``: values of its constant attribute ``p`` whose element code is
     #: plain arithmetic, not a C library call (powc: 2 is ``x * x``); its macro reads them as
     #: ``o.op.forms`` (the printer passes the entry as ``o.op``)

@@ -71,7 +71,7 @@ POWC_FORMS = ((2.0, "square"), (0.5, "sqrt"), (-1.0, "reciprocal"))
 _reg("const", _const_rule, None)
 # `alias` names an existing value (`x_bar = q_bar`); renders as a plain binding, no copy.
 _reg("alias", lambda args, attrs: (args[0].dtype, args[0].shape), lambda b, s, g: [g],
-     elementwise=True, loop="alias", rollable=True)
+     elementwise=True, loop="alias", rollable=True, view=True)
 
 # binary arithmetic (spelled as operators in specs: + - * / ** and unary -)
 _reg("add", elementwise_float, lambda b, s, g: [g, g],

@@ -45,7 +45,7 @@ def _unslice_rule(args, attrs):
 
 register("slice", _slice_rule,
          lambda b, s, g: [b.emit("unslice", g, s.args[0], **s.attr)],
-         "slice: pads the gradient with zeros", family="index")
+         "slice: pads the gradient with zeros", family="index", view=True)
 register("unslice", _unslice_rule,
          lambda b, s, g: [b.emit("slice", g, **s.attr), None],
          "unslice: slices the gradient", family="index", loop="scatter")

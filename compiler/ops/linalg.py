@@ -83,7 +83,7 @@ def _matmul_note(s, pos):
 register("matmul", _matmul_rule, _matmul_vjp, _matmul_note, family="linalg", symbol="@", fresh=True,
          into="np.dot")
 register("transpose", _transpose_rule, lambda b, s, g: [b.emit("transpose", g)],
-         "transpose: transposes g", family="linalg", spelling="transpose", operands=("A",))
+         "transpose: transposes g", family="linalg", spelling="transpose", operands=("A",), view=True)
 register("outer", _outer_rule,
          lambda b, s, g: [b.emit("matmul", g, s.args[1]), b.emit("matmul", s.args[0], g)],
          "outer: d(abᵀ) = G b, Gᵀ a", helpers=("outer",), family="linalg", into="_outer_into")

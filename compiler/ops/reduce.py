@@ -99,7 +99,8 @@ register("mean", _reduce_rule,
          "mean: copies g/n to every element", helpers=("sum_axis",), family="reduce",
          spelling="mean", keywords=(AXIS,))
 register("sum_to", _sum_to_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
-         "sum_to: broadcasts g back", helpers=("sum_axis",), family="reduce", loop="reduce")
+         "sum_to: broadcasts g back", helpers=("sum_axis",), family="reduce", loop="reduce",
+         view=True)
 register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce", loop="broadcast")
 register("size", _size_rule, None, family="reduce")
 
