@@ -144,8 +144,7 @@ def calls(inputs: list[Value]) -> list[tuple[str, list[str], list[str], list[str
              ["try:", f"    return value_and_grad({call})", "except Exception:", "    pass"]]
           + [f"return _failed(value_and_grad, {args}, {'out' if out else 'None'})"])
     failed = ("_failed", ["function", "args", "out"],
-              ["The _call_ functions' slow path: the call again, raising its error. gradc's Compiled",
-               "replaces it: its checks name what each argument must be; it converts scalars, fills out=."],
+              ["The _call_ functions' slow path (gradc's Compiled replaces it): the call again, raising its error."],
               ["if out is not None:",
                "    raise TypeError(\"value_and_grad: out= needs gradc; call value_and_grad_into\")",
                "return function(*args)"])
