@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 from .errors import (ArgumentError, CacheError, GradcError, ShapeError, SpecError,  # noqa: E402
                      UnsupportedError, VerifyError)
+from .options import Options  # noqa: E402
 from .api import Compiled, compile, load  # noqa: E402
 
-__all__ = ["compile", "load", "Compiled", "GradcError", "SpecError", "ShapeError",
+__all__ = ["compile", "load", "Compiled", "Options", "GradcError", "SpecError", "ShapeError",
            "UnsupportedError", "VerifyError", "ArgumentError", "CacheError", "__version__"]

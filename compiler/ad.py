@@ -75,6 +75,7 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
     ``fn.outputs[0]`` must be a float64 scalar; every ``wrt`` value must be a
     float64 input. Raises :class:`ShapeError` otherwise. If ``record`` is a
     list, a :class:`Step` per differentiated statement is appended to it.
+    ``fn`` is not changed: the result shares its statements and values (no pass changes them).
     """
     out = fn.outputs[0]
     if out.dtype not in FLOATS or out.shape != ():
@@ -147,7 +148,7 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
             name = f"{arg.name}_bar" if fan_in.get(id(arg), 1) == 1 else f"{arg.name}_bar_{k + 1}"
             defining = next((st for st in b.stmts[first_new:] if st.out is c), None)
             if defining is not None and c.name.startswith(b.hint):
-                c.name = namer.fresh(name)
+                c.name = namer.fresh(name)   # c is new (this rule just made it): nothing of fn changes
             else:                                # an existing value: give it the adjoint's name
                 c = b.emit("alias", c, name=name)
                 defining = b.stmts[-1]

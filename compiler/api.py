@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .errors import ArgumentError, CacheError, GradcError
+from .options import Options
 from .pipeline import Artifact  # noqa: F401  (build: imported when needed, see compile)
 
 _ORDINAL = {1: "st", 2: "nd", 3: "rd"}
@@ -350,7 +351,7 @@ class Compiled:
 
 
 def compile(source, args=None, wrt=None, out=None, name: str | None = None, force: bool = False,
-            comments: bool = True) -> Compiled:
+            comments: bool = True, options: Options | None = None) -> Compiled:
     """Compile ``source`` to a generated module and load it.
 
     ``source``: a SymPy expression (then ``args``, a list of Symbols or
@@ -359,8 +360,10 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
     params or ``[output] wrt``; all ``args`` for SymPy). ``out``: where to
     write the module (default: gradc's cache, keyed by the hash of source,
     options and gradc version). An existing ``out`` that gradc did not
-    generate is not overwritten unless ``force``. ``comments=False`` leaves the
-    adjoint rules' comments out of the code.
+    generate is not overwritten unless ``force``. ``options`` (a :class:`gradc.Options`, default
+    ``Options()``): how to compile (fusion, comments, re-rolling, splitting); each option set
+    has its own cache entry. ``comments=False`` (short for ``options.with_(comments=False)``)
+    leaves the adjoint rules' comments out of the code.
 
     Raises :class:`~gradc.errors.GradcError` subclasses for bad input.
     """
@@ -368,11 +371,12 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
 
     from . import cachekey
 
+    options = options or Options()
+    if not comments:
+        options = options.with_(comments=False)
     clock = time.perf_counter
     t0 = clock()
-    from .codegen import FUSE                      # fusion switched off (codegen.fusion(False)): no fast path,
-    fast = cachekey.source_key(source, args, wrt, name, comments) \
-        if out is None and not force and FUSE else None    # its key does not tell the two apart
+    fast = cachekey.source_key(source, args, wrt, name, options) if out is None and not force else None
     if fast is not None:                           # warm start: the module is cached, skip the pipeline
         hit = cachekey.lookup(cache_dir(), fast)
         if hit is not None:
@@ -382,7 +386,7 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
             return c
     from .pipeline import build
 
-    art = build(source, args, wrt, name, comments)
+    art = build(source, args, wrt, name, options)
     t1 = clock()
     if out is None:
         path = cache_dir() / f"{art.lowered.model_name}_{art.key[:16]}.py"

@@ -4,7 +4,7 @@ The cache file's own name comes from the artifact key, a hash of the lowered
 source, which costs a whole pipeline run (lowering, AD, passes, rendering) to
 compute. :func:`source_key` hashes what the caller passed instead (spec text, or
 the SymPy expression's structural digest and the arguments, plus ``wrt``,
-``name``, ``comments``, the gradc version and a fingerprint of gradc's own
+``name``, the options (:meth:`gradc.Options.key`), the gradc version and a fingerprint of gradc's own
 code and templates, so an edited template never serves a stale module), and
 the index (``<cache>/index/<key>``, one line: the module's file name and content
 hash) maps it to the module :func:`gradc.compile` wrote for it. :func:`lookup`
@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import __version__
+from .options import Options
 
 
 @lru_cache(maxsize=1)
@@ -47,10 +48,10 @@ def _looks_like_path(source) -> bool:
     return isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and "=" not in source)
 
 
-def source_key(source, args=None, wrt=None, name=None, comments=True) -> str | None:
-    """A hash of the compile request, or None when there is no cheap one (a mutable
-    sympy.Matrix, an unreadable path, an unknown kind of source)."""
-    parts = [__version__, code_fingerprint(), repr(name), "comments" if comments else "no-comments"]
+def source_key(source, args=None, wrt=None, name=None, options: Options | None = None) -> str | None:
+    """A hash of the compile request (``options``: see :meth:`gradc.Options.key`), or None when
+    there is no cheap one (a mutable sympy.Matrix, an unreadable path, an unknown kind of source)."""
+    parts = [__version__, code_fingerprint(), repr(name), "options:" + (options or Options()).key()]
     if _looks_like_path(source):
         try:
             parts += ["spec-file", Path(source).name, Path(source).read_text(encoding="utf-8")]

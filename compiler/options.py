@@ -20,7 +20,8 @@ class Options:
     ``roll``: re-roll long sums of like terms into loops over constant tables
     (:func:`gradc.passes.reroll`). ``split``: split a large sum of unlike terms into
     jitted parts (:func:`gradc.passes.split.split`; only with ``roll``).
-    ``split_stmts``: the statement count above which a sum is split.
+    ``split_stmts``: the most statements (constants not counted) of one part's forward sweep;
+    a sum of more than twice as many is split.
     """
 
     fuse: bool = True

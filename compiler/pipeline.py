@@ -1,25 +1,28 @@
 """The compiler pipeline, stage by stage, with no loading or caching.
 
-frontend → verify → optimize → forward function; reverse-mode AD → optimize →
-verify → codegen. :func:`build` returns every stage so ``gradc show`` and tests
-can look at each.
+frontend → verify → optimize → renumber → forward function; reverse-mode AD → optimize →
+renumber → verify → back end (schedule, memory plan, printer), as an
+:class:`~gradc.options.Options` says. :func:`build` returns every stage so ``gradc show`` and
+tests can look at each.
 """
 from __future__ import annotations
 
 import hashlib
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
 from .ad import grad
-from . import codegen
-from .codegen import fusion, render_module
+from .backend.module import render_module
 from .errors import SpecError, UnsupportedError
 from .frontends import Lowered
 from .ir import Function, format_function, verify
+from .options import Options
 from .passes import dce, optimize, reroll
+from .passes.rename import renumber
 from .passes.split import split as split_sum
 
 
@@ -85,30 +88,34 @@ def lower(source, args=None, wrt=None, name: str | None = None) -> Lowered:
                            hint="pass a SymPy expression, a spec path or spec text")
 
 
-def build(source, args=None, wrt=None, name: str | None = None, comments: bool = True,
-          roll: bool = True, fuse: bool | None = None, split: bool = True) -> Artifact:
+def build(source, args=None, wrt=None, name: str | None = None, options: Options | None = None, *,
+          comments: bool | None = None, roll: bool | None = None, fuse: bool | None = None,
+          split: bool | None = None) -> Artifact:
     """Run the whole pipeline on ``source``; see :func:`lower` for the accepted sources.
 
-    ``comments=False`` renders the code without the adjoint rules' comments;
-    ``roll=False`` keeps long sums unrolled (no :func:`~gradc.passes.reroll`: every term
-    its own statements, as ``gradc explain`` shows them); ``fuse=False`` renders one whole-array
-    statement per elementwise op (no elementwise fusion, see :func:`gradc.codegen.render_stmts`;
-    default: :data:`gradc.codegen.FUSE`, on unless switched off with :func:`gradc.codegen.fusion`);
-    ``split=False`` (or ``roll=False``) keeps a large sum of unlike terms in one function (no
-    :func:`~gradc.passes.split`: no ``_part_<k>`` helpers).
+    ``options`` (default :class:`~gradc.options.Options`) says how: ``comments``, ``roll``,
+    ``split``, ``split_stmts``, ``fuse`` (see there). The keywords ``comments``, ``roll``, ``fuse``
+    and ``split`` are shorthands that change those fields of ``options``, e.g. ``roll=False``
+    (every term of a long sum its own statements, as ``gradc explain`` shows them).
     """
+    options = options or Options()
+    changes = {k: v for k, v in (("comments", comments), ("roll", roll), ("fuse", fuse), ("split", split))
+               if v is not None}
+    if changes:
+        options = options.with_(**changes)
     clock = time.perf_counter
     t0 = clock()
-    fuse = codegen.FUSE if fuse is None else fuse
     lowered = lower(source, args, wrt, name)
     verify(lowered.fn)
+    keep = user_names(lowered)
     t1 = clock()
-    rolled = reroll(lowered.fn) if roll else lowered.fn   # long sums of like terms -> loops over
-    primal = optimize(rolled)              # tables, first: the passes then run on the small function
-    if roll and rolled is lowered.fn:      # nothing rolled as lowered: try again after the passes
+    rolled = reroll(lowered.fn) if options.roll else lowered.fn   # long sums of like terms -> loops
+    primal = optimize(rolled)              # over tables, first: the passes then run on the small function
+    if options.roll and rolled is lowered.fn:      # nothing rolled as lowered: try again after the passes
         rolled = reroll(primal)
         if rolled is not primal:
             primal = optimize(rolled)
+    primal = renumber(primal, keep)        # no gaps in the names; the adjoints' names derive from these
     t2 = clock()
     ad = [0.0]
 
@@ -116,25 +123,36 @@ def build(source, args=None, wrt=None, name: str | None = None, comments: bool =
         t = clock()
         adjoint = grad(fn, lowered.wrt)
         ad[0] += clock() - t
-        full = optimize(adjoint)
+        full = renumber(optimize(adjoint), keep)
         verify(full)
         return full
 
     parts = []                          # a large sum of unlike terms: parts compiled one by one,
-    for part, first, count in (split_sum(primal) if roll and split else None) or ():
+    split_parts = split_sum(primal, max_stmts=options.split_stmts) if options.roll and options.split else None
+    for part, first, count in split_parts or ():
+        part = renumber(part, keep)
         parts.append((part, differentiate(part), first, count))   # each differentiated on its own
     full = differentiate(primal) if not parts else (lambda: differentiate(primal))
-    forward = dce(primal)
+    forward = renumber(dce(primal), keep)
     t4 = clock()
     key = hashlib.sha256("\x00".join([
-        __version__, lowered.canonical, lowered.source_name,
-        ",".join(v.name for v in lowered.wrt)] + ([] if comments else ["no-comments"])
-        + ([] if fuse else ["no-fuse"]) + ([] if roll else ["no-roll"])
-        + ([] if split else ["no-split"])).encode()).hexdigest()
-    with fusion(fuse):
-        code = render_module(forward, None if parts else full, version=__version__, source_text=lowered.source_text,
-                             source_name=lowered.source_name, source_hash=key[:16],
-                             model_name=lowered.model_name, params=lowered.params, roles=lowered.roles,
-                             comments=comments, description=lowered.description, parts=parts)
+        __version__, lowered.canonical, lowered.source_name, ",".join(v.name for v in lowered.wrt)]
+        + ([options.key()] if options.key() else [])).encode()).hexdigest()
+    code = render_module(forward, None if parts else full, version=__version__, source_text=lowered.source_text,
+                         source_name=lowered.source_name, source_hash=key[:16],
+                         model_name=lowered.model_name, params=lowered.params, roles=lowered.roles,
+                         description=lowered.description, parts=parts, options=options)
     timings = {"frontend": t1 - t0, "passes": (t4 - t1) - ad[0], "ad": ad[0], "render": clock() - t4}
     return Artifact(lowered, primal, full, code, key, timings, parts)
+
+
+def user_names(lowered: Lowered) -> set[str]:
+    """The names a spec's author gave (its graph entries), which renumbering never changes (it
+    never changes inputs and outputs either). A SymPy expression names only its arguments."""
+    if lowered.source_name == "<sympy expression>":
+        return set()
+    try:
+        graph = tomllib.loads(lowered.source_text).get("graph")
+    except tomllib.TOMLDecodeError:
+        return set()
+    return set(graph) if isinstance(graph, dict) else set()

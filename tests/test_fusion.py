@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc.codegen import fusion
 from gradc.pipeline import build
 
 
@@ -23,8 +22,7 @@ def both(src, tmp_path, tag):
     """(fused, unfused) compiled modules of ``src``."""
     out = []
     for fuse in (True, False):
-        with fusion(fuse):
-            out.append(gradc.compile(src, out=tmp_path / f"{tag}_{int(fuse)}.py"))
+        out.append(gradc.compile(src, out=tmp_path / f"{tag}_{int(fuse)}.py", options=gradc.Options(fuse=fuse)))
     return out
 
 
@@ -235,6 +233,7 @@ def test_value_and_grad_into_and_output_deterministic(tmp_path):
     a1, a2 = build(MLP), build(MLP)
     assert a1.code == a2.code                                 # byte-identical for the same input
     assert build(MLP, fuse=False).code != a1.code and build(MLP, fuse=False).key != a1.key
+    assert build(MLP, options=gradc.Options(fuse=False)).code == build(MLP, fuse=False).code
     rng = np.random.default_rng(6)
     args = [rng.standard_normal((7, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)]
     fused, _ = both(MLP, tmp_path, "into")
@@ -282,3 +281,28 @@ def test_loops_reuse_dead_product_buffers_but_never_arguments(tmp_path):
     fused.raw.value_and_grad(*args)
     for a, k in zip(args, kept):
         np.testing.assert_array_equal(a, k)                # the arguments are untouched
+
+
+def test_unfused_options_have_their_own_cache_entry_and_warm_start():
+    """Options(fuse=False) is part of both cache keys: its module is another file, and a second
+    compile of it takes the warm-start path (no pipeline run) and loads that same unfused module."""
+    unfused = gradc.Options(fuse=False)
+    fused = gradc.compile(MLP)
+    plain = gradc.compile(MLP, options=unfused)
+    assert plain.path != fused.path and plain.source != fused.source
+    again = gradc.compile(MLP, options=unfused)
+    assert "cache lookup" in again.timings and again.path == plain.path
+    assert "cache lookup" in gradc.compile(MLP).timings and gradc.compile(MLP).path == fused.path
+
+
+def test_cli_option_flags(tmp_path, capsys):
+    """``gradc show --stage code --no-fuse`` prints the unfused module (the CLI builds an Options)."""
+    from gradc.cli import main
+
+    spec = tmp_path / "fuse_mlp.toml"
+    spec.write_text(MLP)
+    assert main(["show", str(spec), "--stage", "code", "--no-fuse"]) == 0
+    assert capsys.readouterr().out == build(spec, options=gradc.Options(fuse=False)).code.rstrip("\n") + "\n"
+    assert main(["show", str(spec), "--stage", "code", "--no-comments"]) == 0
+    assert capsys.readouterr().out == build(spec, comments=False).code.rstrip("\n") + "\n"
+    assert build(spec, comments=False).code != build(spec).code

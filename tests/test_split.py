@@ -82,10 +82,10 @@ def test_unlike_terms_are_split_into_parts_with_the_right_gradient():
     np.testing.assert_allclose(g2, grads, rtol=1e-12)
 
 
-def test_split_module_compiles_and_runs_with_numba(monkeypatch):
-    monkeypatch.setattr(split_pass, "PART_STMTS", 40)              # small parts: a small module
+def test_split_module_compiles_and_runs_with_numba():
+    small = gradc.Options(split_stmts=40)                          # small parts: a small module
     expr, args = unlike_expression(24, seed=3)
-    f = gradc.compile(expr, args=args, name="split24")
+    f = gradc.compile(expr, args=args, name="split24", options=small)
     assert f.source.count("def _part_") >= 6                     # at least 3 parts, 2 helpers each
     point = [0.3 - 0.1 * i for i in range(len(args))]
     value, grads = f.value_and_grad(*point)
@@ -95,8 +95,8 @@ def test_split_module_compiles_and_runs_with_numba(monkeypatch):
     np.testing.assert_allclose(grads, want_grads, rtol=1e-11)
 
 
-def test_split_with_array_arguments_and_value_and_grad_into(monkeypatch):
-    monkeypatch.setattr(split_pass, "PART_STMTS", 16)
+def test_split_with_array_arguments_and_value_and_grad_into():
+    small = gradc.Options(split_stmts=16)
     W = sp.MatrixSymbol("W", 3, 3)
     x, y = sp.symbols("x y")
     rng = np.random.default_rng(1)
@@ -108,7 +108,7 @@ def test_split_with_array_arguments_and_value_and_grad_into(monkeypatch):
         terms.append(g(sp.Float(round(float(rng.uniform(0.2, 1.5)), 3)) * W[i, j] * x
                        + W[j, k] * y ** int(rng.integers(1, 4))))
     expr = sp.Add(*terms)
-    f = gradc.compile(expr, args=[W, x, y], name="split_into")
+    f = gradc.compile(expr, args=[W, x, y], name="split_into", options=small)
     assert f.source.count("def _part_") >= 4 and "def value_and_grad_into(" in f.source
     Wv, xv, yv = rng.uniform(-0.5, 0.5, (3, 3)), 0.3, -0.4
     value, (gW, gx, gy) = f.value_and_grad(Wv, xv, yv)

@@ -1,4 +1,5 @@
-"""IR → IR passes. Each takes a :class:`~gradc.ir.Function` and returns a new one.
+"""IR → IR passes. Each takes a :class:`~gradc.ir.Function` and returns a new one; none changes
+the function, statements or values it is given (a renamed value is a new value).
 
 * :func:`fold_constants` — evaluate ops whose operands are all constants;
 * :func:`simplify` — algebraic identities (x·1, x+0, −(−x), x¹, ...);
@@ -8,13 +9,16 @@
 * :func:`reroll` — a long sum of like scalar terms becomes a sum over constant tables (a loop);
 * :func:`gradc.passes.split.split` — a large sum of unlike terms becomes parts compiled one by one
   (the pipeline differentiates each; import it from its module);
-* :func:`optimize` — all of them, to a fixed point.
+* :func:`optimize` — fold, simplify, CSE and DCE to a fixed point, then coalesce_aliases;
+* :func:`renumber` — generated names without gaps after DCE (``h``, ``h_2``, ``h_3``, ...; the
+  pipeline's last pass on each function).
 """
 from __future__ import annotations
 
 from .cse import cse
 from .dce import dce
 from .fold import fold_constants
+from .rename import renumber
 from .reroll import reroll
 from .simplify import coalesce_aliases, simplify
 

@@ -82,25 +82,28 @@ def simplify(fn):
 
 
 def coalesce_aliases(fn):
-    """Drop ``y = alias x`` when x is a temporary used only there: x takes y's name.
+    """Drop ``y = alias x`` when x is a temporary used only there: x's statement defines y instead.
 
     Keeps aliases of inputs, of outputs and of values used elsewhere, so
-    ``x_bar = q_bar`` (fan-out to named values) stays readable.
+    ``x_bar = q_bar`` (fan-out to named values) stays readable. ``fn`` is not changed: the
+    statement defining x is replaced by a new one defining the alias's value y.
     """
     uses = count_uses(fn)
     defs = {id(s.out): s for s in fn.stmts}
-    repl = {}
-    stmts = []
+    named = {}                       # id(statement defining x) -> the alias naming it
     for s in fn.stmts:
         if s.op == "alias":
             src = defs.get(id(s.args[0]))
             if (src is not None and src.op not in ("alias", "const") and uses[id(src.out)] == 1
                     and src.adjoint == s.adjoint and (src.adjoint or not fn.differentiated)):
-                src.out.name = s.out.name
-                repl[id(s.out)] = src.out
-                if s.note and not src.note:
-                    src.note = s.note
-                continue
+                named[id(src)] = s
+    dropped = {id(a) for a in named.values()}
+    stmts = []
+    for s in fn.stmts:
+        a = named.get(id(s))
+        if a is not None:            # x was used only by the alias: nothing else refers to it
+            s = Stmt(s.op, s.args, a.out, s.attrs, s.loc, s.note or a.note, s.adjoint)
+        elif id(s) in dropped:
+            continue
         stmts.append(s)
-    stmts, outputs = substitute(stmts, fn.outputs, repl)
-    return fn.replace(stmts, outputs)
+    return fn.replace(stmts)

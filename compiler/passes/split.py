@@ -15,7 +15,7 @@ each group becomes a primal :class:`~gradc.ir.Function` of its own (same
 inputs, its partial sum as output) that the pipeline differentiates, optimizes
 and renders as a jitted helper (``_part_<k>`` and ``_part_<k>_forward``), and
 ``value_and_grad`` adds up the parts' values and gradients (see
-:func:`gradc.codegen.render_module`).
+:func:`gradc.backend.module.render_module`).
 
 Costs and limits: a subexpression shared by summands of different parts (say
 ``x·y`` used by every term) is computed once in each part that needs it; the
@@ -24,14 +24,16 @@ a large sum (one huge product, a deep nest) stays one straight-line function.
 """
 from __future__ import annotations
 
-from ..ir import Builder, Function, Namer, Stmt, Value
+from ..ir import Builder, Function, Namer
+from ..options import Options
 from .reroll import _summands
 from .util import count_uses
 
-#: Most statements (constants not counted) of one part's forward sweep; its value_and_grad
-#: is about three times as long. Measured (400 unlike terms): parts of 100 to 800 forward
-#: statements compile equally fast, parts of 50 about 25 % slower.
-PART_STMTS = 200
+#: Most statements (constants not counted) of one part's forward sweep by default
+#: (:attr:`gradc.Options.split_stmts`); its value_and_grad is about three times as long. Measured
+#: (400 unlike terms): parts of 100 to 800 forward statements compile equally fast, parts of 50
+#: about 25 % slower.
+PART_STMTS = Options().split_stmts
 
 
 def _cone(v, defs, seen: set, out: list):
@@ -45,18 +47,6 @@ def _cone(v, defs, seen: set, out: list):
         seen.add(id(w))
         out.append(s)
         stack.extend(s.args)
-
-
-def _clone(stmts, inputs):
-    """Copies of ``stmts`` with fresh result values (the passes rename and annotate values and
-    statements in place; each part gets its own)."""
-    new: dict[int, Value] = {id(v): v for v in inputs}
-    out = []
-    for s in stmts:
-        v = Value(s.out.name, s.out.dtype, s.out.shape)
-        new[id(s.out)] = v
-        out.append(Stmt(s.op, tuple(new[id(a)] for a in s.args), v, s.attrs, s.loc, s.note, s.adjoint))
-    return out, new
 
 
 def split(fn: Function, max_stmts: int | None = None,
@@ -101,7 +91,7 @@ def split(fn: Function, max_stmts: int | None = None,
         return None
     parts, first = [], 0
     for k, (terms, needed) in enumerate(groups):
-        stmts, new = _clone([s for s in fn.stmts if id(s.out) in needed], fn.inputs)
+        stmts = [s for s in fn.stmts if id(s.out) in needed]     # shared with fn: passes are pure
         namer = Namer()
         for v in fn.inputs:
             namer.claim(v.name)
@@ -110,7 +100,7 @@ def split(fn: Function, max_stmts: int | None = None,
                 namer.claim(s.out.name)
         b = Builder(namer, stmts)
         b.hint = "acc"
-        terms = sorted(((sign, new[id(v)]) for sign, v in terms), key=lambda p: -p[0])  # positive first
+        terms = sorted(terms, key=lambda p: -p[0])                # positive first
         sign, acc = terms[0]
         if sign < 0:
             acc = b.emit("neg", acc)
