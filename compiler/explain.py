@@ -12,7 +12,7 @@ The numbers come from a *trace* of one compilation at one point:
   Jacobian and shown as "—": the rule column says how the gradient is mapped).
 
 These statements are rendered with the same per-op templates as the generated
-code (:func:`gradc.codegen.render_stmts`) into a plain-Python (not jitted)
+code (:func:`gradc.backend.emit.print_plain`) into a plain-Python (not jitted)
 function ``trace(*args) -> {name: value}``, written to gradc's cache through
 :mod:`gradc.runtime.loader` and imported. The gradient column is the recorded
 contribution itself, not upstream × local recomputed, so the table shows what
@@ -34,7 +34,8 @@ import numpy as np
 
 from . import __version__
 from .ad import Step, grad, note_of
-from .codegen import _helpers, _safe_name, environment, label_classes, render_stmts
+from .backend.emit import environment, print_plain
+from .backend.module import helpers, label_classes, safe_name
 from .errors import GradcError
 from .ir import DTYPE_NAMES, Builder, Function, Namer, Value, verify
 from .ops import OPS
@@ -108,15 +109,15 @@ def _trace_module(art):
     whole = full.replace(stmts)
     consts = {id(s.out): float(s.attr["value"]) for s in stmts if s.op == "const"}
     names = {id(v): v.name for v in full.inputs}
-    lines = render_stmts(stmts, names)
+    lines = print_plain(stmts, names)
     returned = [v.name for v in full.inputs] + [s.out.name for s in stmts if s.op != "const"]
     lo = art.lowered
     text = environment().get_template("trace.py.j2").render(
-        version=__version__, source_name=_safe_name(lo.source_name), model_name=lo.model_name,
+        version=__version__, source_name=safe_name(lo.source_name), model_name=lo.model_name,
         arg_names=tuple(v.name for v in full.inputs),
         shapes={v.name: v.shape for v in full.inputs},
         dtypes={v.name: DTYPE_NAMES[v.dtype] for v in full.inputs},
-        classes=label_classes(full), params=lo.params, helpers=_helpers([whole]),
+        classes=label_classes(full), params=lo.params, helpers=helpers([whole], "\n".join(lines)),
         lines=lines, returned=returned)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     path = cache_dir() / f"{lo.model_name}_trace_{digest}.py"
@@ -375,7 +376,7 @@ def graph_dot(bp: Backprop, digits: int = 3) -> str:
                 contrib[(id(step.stmt), pos)] = c
     point = _point_line(bp, digits, wrap=False).replace("\n", " ")
     lines = [f"digraph {_q(bp.model_name)} {{",
-             "  // " + _safe_name(f"gradc show --stage graph: {bp.source_name} {point}"),
+             "  // " + safe_name(f"gradc show --stage graph: {bp.source_name} {point}"),
              "  // edges: forward value (green, above), gradient of the output (red, below)",
              "  rankdir=LR;",
              '  node [shape=ellipse, fontname="Helvetica", fontsize=11];',

@@ -15,8 +15,8 @@ only where the claim is about text (names, helper definitions), and then through
 possible. Modules are compiled by Numba only for the numerical checks, once per module
 (module-scoped fixtures).
 
-Known defects are strict xfails, each naming the defect: a numbering gap around an inlined
-constant, and two missed optimizations of rematerialization. (An owned array reused while a saved
+Known defects are strict xfails, each naming the defect: a missed optimization of
+rematerialization. (An owned array reused while a saved
 view of it was still read, a wrong gradient found here, is fixed: the op trait ``view``.)
 """
 from __future__ import annotations
@@ -715,10 +715,6 @@ def test_numbering_has_no_gaps(name):
     assert numbering_gaps(built(SPECS[name], fuse=False).code) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap: mse's rule names its constant n like the values around it (loss_d_3 = const 6.0); the "
-    "constant is inlined as a literal, so the module reads loss_d, loss_d_2, loss_d_4 "
-    "(passes/rename.py numbers constants, which the printer never names)"))
 def test_numbering_has_no_gaps_around_inlined_constants():
     assert numbering_gaps(built(MSE_BROADCAST).code) == []
 
@@ -799,10 +795,6 @@ def test_a_transcendental_result_is_saved_a_cheap_one_recomputed():
     assert "_a_h" in returned or "h" in returned
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "missed optimization: a value the adjoint sweep reads only for its shape (expand's second "
-    "operand: Rosenbrock's sum's operand f_6, of a fixed shape) is saved, so the forward sweep "
-    "allocates and fills an array nobody reads (module.rematerialize counts every operand as read)"))
 def test_a_value_read_only_for_its_fixed_shape_is_not_saved():
     full, primal, saved, recomputed, new_adjoint = remat(ROSEN)
     value_reads = {id(a) for s in new_adjoint for a in loop_reads(s)} | {id(g) for g in full.outputs[1:]}

@@ -17,7 +17,8 @@ import gradc
 from gradc.cli import main
 from gradc.errors import CacheError, CacheWarning
 from gradc.pipeline import build
-from gradc.runtime.loader import cache_info, clear_cache, content_status, seal
+from gradc.backend.module import seal
+from gradc.runtime.loader import cache_info, clear_cache, content_status
 
 SPEC = """\
 [model]

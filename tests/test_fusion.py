@@ -1,4 +1,4 @@
-"""Elementwise fusion (gradc.codegen.render_stmts): chains of elementwise statements and their
+"""Elementwise fusion (gradc.backend.schedule, printed by gradc.backend.emit): chains of elementwise statements and their
 adjoints over arrays of one shape render as one loop nest, sums accumulate in it, and a slice's
 adjoint writes into one zero array. The fused module must give the unfused module's value and
 gradients (same math; only the order of summation may differ) and agree with central finite
@@ -27,7 +27,11 @@ def both(src, tmp_path, tag):
 
 
 def body(code: str, fn: str = "value_and_grad") -> str:
-    return code.split(f"def {fn}(")[1].split("\n\n\n")[0]
+    """The text of ``fn``; for ``value_and_grad``, of the functions it runs: the forward sweep
+    (``_forward_sweep``), the adjoint sweep (``value_and_grad_into`` when a gradient is an array)
+    and ``value_and_grad`` itself."""
+    fns = ["_forward_sweep", "value_and_grad_into", fn] if fn == "value_and_grad" else [fn]
+    return "\n".join(code.split(f"def {f}(")[1].split("\n\n\n")[0] for f in fns if f"def {f}(" in code)
 
 
 def central(f, args, i, h=1e-6):
@@ -84,7 +88,8 @@ def test_rank1_chain_is_one_loop_and_matches(tmp_path):
     args = [rng.standard_normal(50), rng.standard_normal(50), 0.7]
     fused, plain = check(RANK1, args, tmp_path, "r1")
     vg = body(fused.source)
-    assert vg.count("for _i in range(50):") == 1          # both sweeps, the sum and its adjoint: one loop
+    assert body(fused.source, "_forward_sweep").count("for _i in range(50):") == 1   # the chain and its sum
+    assert body(fused.source, "value_and_grad_into").count("for _i in range(50):") == 1  # their adjoints
     assert "_tanh1(" in vg and "_exp1(" in vg and "_sigmoid1(" in vg   # the vectorizable element kernels
     assert "_vtanh(" not in vg
     # the loop calls the element kernels, so it stays vectorizable: its sums are taken after it
@@ -116,7 +121,7 @@ def test_rank2_broadcast_and_bias_gradient(tmp_path):
     assert "for _i in range(X.shape[0]):" in vg               # a symbolic dim: the argument's size
     assert "for _j in range(4):" in vg
     assert "+ b[_j]" in vg                                    # the bias broadcasts along the rows
-    assert "b_bar[_j] += " in vg                              # its gradient: a sum over the rows, in the loop
+    assert "b_out[_j] += " in vg              # its gradient: a sum over the rows, in the loop, into the result
     assert "_sum_axis(" not in vg
     # another batch size runs the same module
     args2 = [rng.standard_normal((3, 5))] + args[1:]
@@ -143,8 +148,8 @@ def test_slices_scatter_into_one_gradient_array(tmp_path):
     x = np.random.default_rng(3).uniform(-1.5, 1.5, 40)
     fused, _ = check(ROSEN, [x], tmp_path, "rosen", fd_rtol=1e-5)
     vg = body(fused.source)
-    assert vg.count("for _i in range(39):") == 1
-    assert "x_bar = np.zeros(40)" in vg and "x_bar[_i + 1] += " in vg
+    assert body(fused.source, "value_and_grad_into").count("for _i in range(39):") == 1
+    assert "x_out[:] = 0.0" in vg and "x_out[_i + 1] += " in vg     # scattered into the result array
     assert "np.concatenate" not in vg
     g = 2 * x.copy()
     t = x[1:] - x[:-1] ** 2
@@ -207,8 +212,10 @@ def test_float32_stays_float32(tmp_path):
     fused, plain = both(F32, tmp_path, "f32")
     vg = body(fused.source)
     assert "_tanh1(" in vg and "float64" not in vg
-    assert "b_bar = np.zeros(8, X.dtype)" in vg               # float32 arrays: an operand's dtype
-    assert vg.count("for _i in range(X.shape[0]):") == 1     # both sweeps and the bias gradient: one loop
+    assert "b_out[:] = np.float32(0.0)" in vg                 # float32 literals
+    assert "np.empty((X.shape[0], 8), X.dtype)" in vg          # float32 arrays: an operand's dtype
+    assert body(fused.source, "_forward_sweep").count("for _i in range(X.shape[0]):") == 1
+    assert body(fused.source, "value_and_grad_into").count("for _i in range(X.shape[0]):") == 1
     v, (gb,) = fused.value_and_grad(X, b)
     v0, (gb0,) = plain.value_and_grad(X, b)
     assert float(np.float32(v)) == v                          # a float32 result (Numba boxes it as a float)

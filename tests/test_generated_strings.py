@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import gradc
-from gradc.codegen import docstring_text
+from gradc.backend.module import docstring_text
 from gradc.pipeline import build
 
 from conftest import assert_module_inert

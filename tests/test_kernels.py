@@ -13,7 +13,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from gradc.codegen import _family
+from gradc.backend.emit import family as _family
 
 mpmath.mp.dps = 50
 MAX_ULP = 4.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+from dataclasses import replace
 
 from ..ir import DTYPE_NAMES, FLOATS, Function, Value
 from ..ops import OPS
@@ -175,6 +176,7 @@ def rematerialize(primal, adjoint, outputs, stored=frozenset()):
     does not store anyway (``stored``: ids) and that only loop statements of the adjoint sweep
     read are recomputed."""
     defined = {id(s.out) for s in primal if s.op != "const"}
+    adjoint = _shape_donors(primal, adjoint, outputs, defined)
     need = {id(a) for s in adjoint for a in s.args if id(a) in defined}
     need |= {id(v) for v in outputs[1:] if id(v) in defined}
     whole = {id(a) for s in adjoint if OPS[s.op].loop is not True for a in s.args}
@@ -186,6 +188,31 @@ def rematerialize(primal, adjoint, outputs, stored=frozenset()):
             need |= {id(a) for a in s.args if id(a) in defined}
     saved = [s.out for s in primal if id(s.out) in need and s.out is not outputs[0]]
     return primal, remat[::-1] + adjoint, saved
+
+
+def _shape_donors(primal, adjoint, outputs, defined):
+    """The adjoint statements with each broadcast's shape operand (``expand(g, like)`` reads only
+    ``like``'s shape) replaced by an argument of the same type when ``like`` is a forward value
+    read for nothing else: the forward sweep need not keep that array for its shape."""
+    readers: dict[int, list] = {}
+    for s in adjoint:
+        for k, a in enumerate(s.args):
+            readers.setdefault(id(a), []).append((s, k))
+    # arrays the adjoint sweep has anyway: arguments, and forward values it reads that no loop computes
+    read = {id(a) for s in adjoint for k, a in enumerate(s.args) if not (OPS[s.op].loop == "broadcast" and k == 1)}
+    donors = [a for s in primal for a in s.args if id(a) not in defined and a.shape] + \
+        [s.out for s in primal if id(s.out) in read and s.out.shape and not OPS[s.op].loop]
+    out = []
+    for s in adjoint:
+        if OPS[s.op].loop == "broadcast" and len(s.args) == 2 and id(s.args[1]) in defined \
+                and all(OPS[r.op].loop == "broadcast" and k == 1 for r, k in readers[id(s.args[1])]) \
+                and all(s.args[1] is not v for v in outputs):
+            like = s.args[1]
+            donor = next((v for v in donors if v.shape == like.shape and v.dtype == like.dtype), None)
+            if donor is not None:
+                s = replace(s, args=(s.args[0], donor))
+        out.append(s)
+    return out
 
 
 class _Function:
