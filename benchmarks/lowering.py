@@ -17,7 +17,7 @@ Options: ``--points 22,88,250,352`` (the default: about 1k, 4k, 11k and 16k node
 ``--unlike 200,800`` adds a second table: a sum of that many *unlike* terms
 (:func:`unlike_expression`, which the re-roll pass cannot turn into a loop), its
 module split into parts (:mod:`gradc.passes.split`) and, for comparison, in one
-function (``PART_STMTS`` set out of reach): the first call of each, cold.
+function (``gradc.Options(split=False)``): the first call of each, cold.
 """
 from __future__ import annotations
 
@@ -146,13 +146,10 @@ _UNLIKE_FIRST_CALL = """
 import sys, time
 sys.path.insert(0, {root!r})
 import gradc
-import gradc.passes.split
 from benchmarks.lowering import unlike_expression
-if not {split}:
-    gradc.passes.split.PART_STMTS = 10 ** 9           # out of reach: one function
 expr, args = unlike_expression({n})
 t = time.perf_counter()
-f = gradc.compile(expr, args=args, out={path!r})
+f = gradc.compile(expr, args=args, out={path!r}, options=gradc.Options(split={split}))   # False: one function
 build = time.perf_counter() - t
 t = time.perf_counter()
 f.raw.value_and_grad(*[0.1 * (i + 1) for i in range(len(args))])

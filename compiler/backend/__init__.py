@@ -7,6 +7,6 @@
 * :mod:`.emit` — the printer: a planned schedule → lines of Python, each statement through its
   op's macro in ``templates/ops/<family>.j2``; it decides nothing;
 * :mod:`.checks` — the argument checks the generated entry points run;
-* :mod:`.module` — assembly of the module text (``templates/module.py.j2``), the helpers it
+* :mod:`.module` — assembly of the module text (``templates/module.j2``), the helpers it
   calls, its content seal.
 """

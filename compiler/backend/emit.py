@@ -126,7 +126,7 @@ def const_name(s, tables: dict | None) -> str:
 class Printer:
     """Prints one sweep: ``names`` maps value ids to their expressions (filled as it goes);
     ``known`` symbolic dims to expressions; ``targets`` value ids to the output arrays they are
-    written into (``value_and_grad_into``)."""
+    written into (``value_and_grad``'s ``<wrt>_out``)."""
 
     def __init__(self, names: dict, *, comments: bool, tables: dict | None, known: dict | None = None,
                  targets: dict | None = None):

@@ -2,10 +2,11 @@
 call, the module frame (``templates/module.j2``), the content seal.
 
 The module reads top to bottom like the lecture: ``_forward_sweep`` (the forward pass,
-returning the value and what the adjoint sweep reads), ``forward`` (its value),
-``value_and_grad_into`` (the forward sweep, then the adjoint sweep writing the array
-gradients into output arrays), ``value_and_grad`` (allocates those arrays and calls it).
-The forward sweep is written and compiled once.
+returning the value and what the adjoint sweep reads; inlined where it is called), ``forward``
+(its value), ``value_and_grad`` (the forward sweep, then the adjoint sweep, writing the array
+gradients into the output arrays it is given or allocates), ``value_and_grad_into`` (calls it
+with the caller's output arrays). The forward sweep is written once (``forward`` gets a sweep
+of its own only when the shared one would store arrays just for the adjoint sweep).
 
 Every string from the source that reaches the module is made harmless here: names are
 identifiers (checked by the frontends), the source text and file name become comment
@@ -225,8 +226,8 @@ class _Function:
 
 def _functions(forward: Function, full: Function, opts: Options, tables: dict, model: str, arg_docs,
                out_doc) -> list[_Function]:
-    """``_forward_sweep``, ``forward``, ``value_and_grad_into`` (when a gradient is an array) and
-    ``value_and_grad`` of an unsplit differentiated function ``full``."""
+    """``_forward_sweep``, ``forward``, ``value_and_grad`` and ``value_and_grad_into`` (when a
+    gradient is an array) of an unsplit differentiated function ``full``."""
     args = [v.name for v in full.inputs]
     primal = [s for s in full.stmts if not s.adjoint]
     adjoint = [s for s in full.stmts if s.adjoint]
@@ -277,7 +278,7 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
         fns.append(_Function("value_and_grad", args, vg_doc,
                              lines + [f"return {value.name}, {tuple_text([names[id(g)] for g in grads])}"]))
         return fns
-    # the array gradients go into output arrays: given (value_and_grad_into) or allocated here
+    # the array gradients go into output arrays: given (by value_and_grad_into) or allocated here
     targets = {id(g): o for (w, g), o in zip(array_grads, outs)}
     lines, names = core(targets)
     for (w, g), o in zip(array_grads, outs):                # what was not computed in place: copied in

@@ -11,13 +11,13 @@ from ..ir import Function, Value
 
 @dataclass
 class Lowered:
-    """A lowered source: the primal function plus what codegen and the runtime need.
+    """A lowered source: the primal function plus what the back end and the runtime need.
 
     ``fn.outputs == [value]``; ``wrt`` the inputs to differentiate (default);
     ``source_text`` is shown in the generated header; ``canonical`` is hashed
     for the cache key; ``params`` maps parameter names to initialiser options;
     ``roles`` maps argument names to a short description for docstrings
-    (free text: the code generator escapes it).
+    (free text: :mod:`gradc.backend.module` escapes it).
     """
 
     fn: Function
@@ -29,5 +29,5 @@ class Lowered:
     params: dict = field(default_factory=dict)
     roles: dict = field(default_factory=dict)
     data_ranges: dict = field(default_factory=dict)
-    #: free text for the generated module's docstring (``[model] description``); escaped by codegen
+    #: free text for the generated module's docstring (``[model] description``); escaped by gradc.backend.module
     description: str = ""

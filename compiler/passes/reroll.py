@@ -17,9 +17,9 @@ constant shared by all terms stays a scalar, and the parts of a term that hold n
 varying constant (inputs, ``x·y``) stay scalars, computed once, that broadcast. The
 statements of the replaced terms go (dead-code elimination) unless something else uses them.
 
-AD then differentiates ordinary array ops, and code generation renders the
-statements on such tables as one loop (see :func:`gradc.codegen.render_stmts`),
-so both sweeps stay small however many terms there are. The result is exact up
+AD then differentiates ordinary array ops, and the back end schedules the
+statements on such tables as one loop (:mod:`gradc.backend.schedule`, with or without
+fusion), so both sweeps stay small however many terms there are. The result is exact up
 to the order of the sums and products inside a term and of the summation (rounding).
 A coefficient that is ±1 in every term is left out again (``sub`` for −1); one that
 is ±1 in some terms only becomes a table of signs.
