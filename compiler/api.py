@@ -186,10 +186,11 @@ class Compiled:
 
     ``raw.forward``, ``raw.value_and_grad`` and ``raw.value_and_grad_into`` (None when no
     gradient is an array; also ``module.forward`` ...) are the Numba dispatchers. They check the
-    dtype, rank and shape of each array argument (and output array) and raise ArgumentError,
-    but compile a specialization for any type Numba can pass: a float64 array where float32 is
-    declared runs the code in float64 (:func:`gradc.runtime.gradcheck` relies on it), scalars
-    are not converted, and a value Numba cannot type (a nested list) raises Numba's own error.
+    shape of each array argument (and output array) inside the jitted code and raise
+    ArgumentError (never reading out of bounds), but compile a specialization for any type Numba
+    can pass: a float64 array where float32 is declared runs the code in float64
+    (:func:`gradc.runtime.gradcheck` relies on it), scalars are not converted, and an array of
+    another rank or a value Numba cannot type (a list) raises Numba's own error when it is typed.
     ``raw.value_and_grad_into(*args, *grad_arrays)`` returns the value (and a tuple of the
     scalar gradients, if any).
 
@@ -281,6 +282,7 @@ class Compiled:
 
     def _declared(self, sig) -> bool:
         from numba import from_dtype, types as nt
+        sig = tuple(t for t in sig if not isinstance(t, nt.Omitted))     # value_and_grad's <wrt>_out=None
         return len(sig) == len(self._check.spec) and all(
             isinstance(t, nt.Array) and t.ndim == len(shape) and t.dtype == from_dtype(dtype) if shape
             else dtype.kind == "f" and t == from_dtype(dtype) for t, (_, shape, dtype) in zip(sig, self._check.spec))

@@ -68,11 +68,9 @@ def assert_module_inert(text: str) -> None:
             ast.literal_eval(node.value)
         else:
             assert isinstance(node, ast.FunctionDef), ast.dump(node)[:200]
-            # numba.njit(...), the argument check's typing (gradc.backend.checks), or the template's fixed
-            # LLVM intrinsic (a bitcast helper of the exp kernels)
+            # numba.njit(...), or the template's fixed LLVM intrinsic (a bitcast helper of the exp kernels)
             for dec in node.decorator_list:
-                assert ast.unparse(dec).startswith(("numba.njit(", "numba.extending.overload(_arg,")) \
-                    or ast.unparse(dec) == "numba.extending.intrinsic"
+                assert ast.unparse(dec).startswith("numba.njit(") or ast.unparse(dec) == "numba.extending.intrinsic"
     for node in (n for top in body for n in ast.walk(top)):
         if isinstance(node, ast.Name):
             assert node.id not in ("eval", "exec", "compile", "__import__", "open", "getattr", "globals")

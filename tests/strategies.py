@@ -633,7 +633,7 @@ def matrix_oracle(tree: MatrixTree):
 N = "n"          # the symbolic batch dimension of array trees
 DIMS = (1, 2, 3)
 
-UNARY = ("exp", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "abs", "softplus", "log_sigmoid")
+UNARY = ("exp", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "abs", "softplus", "log_sigmoid", "softsign")
 ARRAY_LEAVES = ("input", "number", "float64", "float32", "mixed")
 ARRAY_NODES = UNARY + (
     "neg", "log", "sqrt", "powc", "powc_pos", "pow", "leaky_relu", "elu",
@@ -703,6 +703,9 @@ class Backend:
 
     def log_sigmoid(self, x):
         return -self.softplus(-x)
+
+    def softsign(self, x):
+        return x / (1 + self.abs(x))
 
     def relu(self, x):
         self.margin(x)

@@ -30,8 +30,13 @@ def body(code: str, fn: str = "value_and_grad") -> str:
     """The text of ``fn``; for ``value_and_grad``, of the functions it runs: the forward sweep
     (``_forward_sweep``), the adjoint sweep (``value_and_grad_into`` when a gradient is an array)
     and ``value_and_grad`` itself."""
-    fns = ["_forward_sweep", "value_and_grad_into", fn] if fn == "value_and_grad" else [fn]
+    fns = ["_forward_sweep", fn, "value_and_grad_into"] if fn == "value_and_grad" else [fn]
     return "\n".join(code.split(f"def {f}(")[1].split("\n\n\n")[0] for f in fns if f"def {f}(" in code)
+
+
+def only(code: str, fn: str) -> str:
+    """The text of the function ``fn`` alone (``value_and_grad``: its adjoint sweep)."""
+    return code.split(f"def {fn}(")[1].split("\n\n\n")[0]
 
 
 def central(f, args, i, h=1e-6):
@@ -89,7 +94,7 @@ def test_rank1_chain_is_one_loop_and_matches(tmp_path):
     fused, plain = check(RANK1, args, tmp_path, "r1")
     vg = body(fused.source)
     assert body(fused.source, "_forward_sweep").count("for _i in range(50):") == 1   # the chain and its sum
-    assert body(fused.source, "value_and_grad_into").count("for _i in range(50):") == 1  # their adjoints
+    assert only(fused.source, "value_and_grad").count("for _i in range(50):") == 1  # their adjoints
     assert "_tanh1(" in vg and "_exp1(" in vg and "_sigmoid1(" in vg   # the vectorizable element kernels
     assert "_vtanh(" not in vg
     # the loop calls the element kernels, so it stays vectorizable: its sums are taken after it
@@ -148,7 +153,7 @@ def test_slices_scatter_into_one_gradient_array(tmp_path):
     x = np.random.default_rng(3).uniform(-1.5, 1.5, 40)
     fused, _ = check(ROSEN, [x], tmp_path, "rosen", fd_rtol=1e-5)
     vg = body(fused.source)
-    assert body(fused.source, "value_and_grad_into").count("for _i in range(39):") == 1
+    assert only(fused.source, "value_and_grad").count("for _i in range(39):") == 1
     assert "x_out[:] = 0.0" in vg and "x_out[_i + 1] += " in vg     # scattered into the result array
     assert "np.concatenate" not in vg
     g = 2 * x.copy()
@@ -215,7 +220,7 @@ def test_float32_stays_float32(tmp_path):
     assert "b_out[:] = np.float32(0.0)" in vg                 # float32 literals
     assert "np.empty((X.shape[0], 8), X.dtype)" in vg          # float32 arrays: an operand's dtype
     assert body(fused.source, "_forward_sweep").count("for _i in range(X.shape[0]):") == 1
-    assert body(fused.source, "value_and_grad_into").count("for _i in range(X.shape[0]):") == 1
+    assert only(fused.source, "value_and_grad").count("for _i in range(X.shape[0]):") == 1
     v, (gb,) = fused.value_and_grad(X, b)
     v0, (gb0,) = plain.value_and_grad(X, b)
     assert float(np.float32(v)) == v                          # a float32 result (Numba boxes it as a float)

@@ -30,7 +30,8 @@ from ..ir import DTYPE_NAMES, Value
 
 #: The module's exception class, unless gradc's loader already put gradc's there.
 ARGUMENT_ERROR = '''\
-if "ArgumentError" not in globals():       # imported by gradc: its loader put gradc.ArgumentError's class here
+# imported by gradc, the module has gradc.ArgumentError's class already (its loader put it here)
+if "ArgumentError" not in globals():
     class ArgumentError(ValueError):
         """Arrays of the wrong shapes: ArgumentError(where, "arguments X W", X.shape, W.shape) (see SHAPES)."""
 

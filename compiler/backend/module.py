@@ -284,6 +284,7 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
     for (w, g), o in zip(array_grads, outs):                # what was not computed in place: copied in
         if names[id(g)] != o:
             lines.append(f"{o}[...] = {names[id(g)]}")
+            names[id(g)] = o
     alloc = [f"if {outs[0]} is None:"] + [f"    {o} = np.empty({w.name}.shape, {w.name}.dtype)"
                                           for (w, _), o in zip(array_grads, outs)] + [
         "else:", f"    _checked_out('value_and_grad', {', '.join([w.name for w, _ in array_grads] + outs)})"]
