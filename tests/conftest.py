@@ -11,6 +11,7 @@ import ast
 import os
 import tempfile
 
+import numpy as np
 import pytest
 
 try:
@@ -76,3 +77,20 @@ def assert_module_inert(text: str) -> None:
             assert node.id not in ("eval", "exec", "compile", "__import__", "open", "getattr", "globals")
     for line in text.split("\n"):
         assert "\r" not in line and "\x0c" not in line and "\x00" not in line
+
+
+def central(f, args, i, h=1e-6):
+    """Central differences of the scalar ``f`` w.r.t. argument ``i`` (an array or a float)."""
+    a = args[i]
+    if np.ndim(a) == 0:
+        p, m = list(args), list(args)
+        p[i], m[i] = a + h, a - h
+        return (f(*p) - f(*m)) / (2 * h)
+    g = np.zeros(a.shape)
+    for j in np.ndindex(a.shape):
+        p, m = list(args), list(args)
+        p[i], m[i] = a.copy(), a.copy()
+        p[i][j] += h
+        m[i][j] -= h
+        g[j] = (f(*p) - f(*m)) / (2 * h)
+    return g

@@ -41,6 +41,8 @@ from gradc.ops import OPS
 from gradc.pipeline import build
 from strategies import array_trees
 
+from conftest import central
+
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml"))
 SIGMOID = next(p for p in EXAMPLES if p.name == "seed_sigmoid_neuron.toml")
 
@@ -830,16 +832,6 @@ def modules(tmp_path_factory):
     return get
 
 
-def central(f, args, i, h=1e-6):
-    a = args[i]
-    g = np.zeros(a.shape)
-    for j in np.ndindex(a.shape):
-        p, m = list(args), list(args)
-        p[i], m[i] = a.copy(), a.copy()
-        p[i][j] += h
-        m[i][j] -= h
-        g[j] = (f(*p) - f(*m)) / (2 * h)
-    return g
 
 
 def test_rosenbrock_module_matches_finite_differences(modules):

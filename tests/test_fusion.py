@@ -12,6 +12,8 @@ import pytest
 import gradc
 from gradc.pipeline import build
 
+from conftest import central
+
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
@@ -39,21 +41,6 @@ def only(code: str, fn: str) -> str:
     return code.split(f"def {fn}(")[1].split("\n\n\n")[0]
 
 
-def central(f, args, i, h=1e-6):
-    """Central differences of the scalar ``f`` w.r.t. argument ``i`` (an array or a float)."""
-    a = args[i]
-    if np.ndim(a) == 0:
-        p, m = list(args), list(args)
-        p[i], m[i] = a + h, a - h
-        return (f(*p) - f(*m)) / (2 * h)
-    g = np.zeros(a.shape)
-    for j in np.ndindex(a.shape):
-        p, m = list(args), list(args)
-        p[i], m[i] = a.copy(), a.copy()
-        p[i][j] += h
-        m[i][j] -= h
-        g[j] = (f(*p) - f(*m)) / (2 * h)
-    return g
 
 
 def check(src, args, tmp_path, tag, rtol=1e-12, fd_rtol=1e-6):

@@ -18,6 +18,8 @@ from gradc.passes import dce, optimize
 from gradc.passes.rename import renumber
 from gradc.pipeline import build, lower, user_names
 
+from conftest import central
+
 SUFFIX = re.compile(r"(.+)_([1-9][0-9]*)\Z")
 
 
@@ -212,20 +214,6 @@ def test_split_parts_have_no_gaps():
             assert gaps(fn) == {}, format_function(fn)
 
 
-def central(f, args, i, h=1e-6):
-    a = args[i]
-    if np.ndim(a) == 0:
-        p, m = list(args), list(args)
-        p[i], m[i] = a + h, a - h
-        return (f(*p) - f(*m)) / (2 * h)
-    g = np.zeros(a.shape)
-    for j in np.ndindex(a.shape):
-        p, m = list(args), list(args)
-        p[i], m[i] = a.copy(), a.copy()
-        p[i][j] += h
-        m[i][j] -= h
-        g[j] = (f(*p) - f(*m)) / (2 * h)
-    return g
 
 
 def test_renumbered_modules_give_the_right_gradient():
