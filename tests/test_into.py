@@ -103,7 +103,7 @@ def test_raw_into_writes_the_arrays_and_returns_the_value():
     assert value == ref_value
     for b, r in zip(bufs, ref_grads):
         np.testing.assert_allclose(b, r, rtol=1e-13, atol=1e-15)
-    assert "np.dot(" in m.source and "W1_out)" in m.source   # the weight gradients: BLAS writes them in place
+    assert "np.dot(" in m.source and "W1_grad)" in m.source  # the weight gradients: BLAS writes them in place
 
 
 def test_scalar_and_array_gradients_mixed():

@@ -301,15 +301,19 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
                              lines + [f"return {value.name}, {tuple_text([names[id(g)] for g in grads])}"]))
         return fns
     # the array gradients go into output arrays: given (by value_and_grad_into) or allocated here
-    targets = {id(g): o for (w, g), o in zip(array_grads, outs)}
+    # the arrays the gradients go into: new ones, or the output arrays given (a variable of its own, not
+    # the parameter: reassigning a None parameter makes Numba type it as optional, checked on every use)
+    grad_arrays = _fresh_names([f"{w.name}_grad" for w, _ in array_grads], taken | set(outs))
+    targets = {id(g): a for (w, g), a in zip(array_grads, grad_arrays)}
     lines, names = core(targets)
-    for (w, g), o in zip(array_grads, outs):                # what was not computed in place: copied in
-        if names[id(g)] != o:
-            lines.append(f"{o}[...] = {names[id(g)]}")
-            names[id(g)] = o
-    alloc = [f"if {outs[0]} is None:"] + [f"    {o} = np.empty({w.name}.shape, {w.name}.dtype)"
-                                          for (w, _), o in zip(array_grads, outs)] + [
-        "else:", f"    _checked_out('value_and_grad', {', '.join([w.name for w, _ in array_grads] + outs)})"]
+    for (w, g), a in zip(array_grads, grad_arrays):         # what was not computed in place: copied in
+        if names[id(g)] != a:
+            lines.append(f"{a}[...] = {names[id(g)]}")
+            names[id(g)] = a
+    alloc = [f"if {outs[0]} is None:"] + [f"    {a} = np.empty({w.name}.shape, {w.name}.dtype)"
+                                          for (w, _), a in zip(array_grads, grad_arrays)] + [
+        "else:", f"    _checked_out('value_and_grad', {', '.join([w.name for w, _ in array_grads] + outs)})"] + [
+        f"    {a} = {o}" for a, o in zip(grad_arrays, outs)]
     fns.append(_Function("value_and_grad", args + [f"{o}=None" for o in outs], vg_doc + [
         f"{', '.join(outs)}: output arrays for the array gradients (all or none; C-contiguous, shaped and",
         "typed like their arguments, sharing no memory with any argument), or None: new arrays."],
