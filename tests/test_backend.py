@@ -764,13 +764,6 @@ def remat(src):
     return full, primal, saved, recomputed, new_adjoint
 
 
-def sweep_returns(code: str) -> list:
-    """The names ``_forward_sweep`` returns (its value, then the saved values)."""
-    (fn,) = [n for n in tree_of(code).body if isinstance(n, ast.FunctionDef) and n.name == "_forward_sweep"]
-    ret = [n for n in ast.walk(fn) if isinstance(n, ast.Return)][-1].value
-    return [e.id for e in (ret.elts if isinstance(ret, ast.Tuple) else [ret])]
-
-
 def test_rosenbrock_recomputes_t_in_the_adjoint_sweep():
     full, primal, saved, recomputed, new_adjoint = remat(ROSEN)
     t = find(primal, "sub", name="t")
