@@ -14,8 +14,6 @@ from .errors import ArgumentError, CacheError, GradcError
 from .options import Options
 from .pipeline import Artifact  # noqa: F401  (build: imported when needed, see compile)
 
-_ORDINAL = {1: "st", 2: "nd", 3: "rd"}
-
 
 def _shape_text(shape) -> str:
     return "scalar" if not shape else "[" + ", ".join(map(str, shape)) + "]"

@@ -23,7 +23,7 @@ import hashlib
 import re
 from dataclasses import replace
 
-from ..ir import DTYPE_NAMES, FLOATS, Function, Value
+from ..ir import DTYPE_NAMES, Function, Value
 from ..ops import OPS
 from ..options import Options
 from . import checks  # [call-safety] the entry points' argument checks, gradc's call functions
@@ -433,4 +433,4 @@ def render_module(forward: Function, full: Function | None, *, version: str, sou
 
 
 __all__ = ["render_module", "seal", "docstring_text", "safe_name", "safe_lines", "helpers", "label_classes",
-           "print_sweep", "FLOATS"]
+           "print_sweep"]
