@@ -226,6 +226,6 @@ class DeltaBarDelta(Optimizer):
         return -rate * g
 
 
-#: Optimizers by lower-case name, for command-line flags.
+#: Optimizers by lower-case name: ``train(..., optimizer="adam")`` and command-line flags.
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adagrad": AdaGrad, "rmsprop": RMSProp,
               "adam": Adam, "deltabardelta": DeltaBarDelta}

@@ -1,6 +1,7 @@
 """Optimizers against trajectories written out from their formulas, and the
 training loop: history, early stopping, restoring the best parameters,
-progress output and the loss-curve plot."""
+progress output, the loss-curve plot, optimizers by name, learning-rate schedules,
+weight decay, shuffling, checkpoints and the errors of bad arguments."""
 from __future__ import annotations
 
 import math
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 from conftest import compiled
 
-from gradc.runtime import (OPTIMIZERS, AdaGrad, Adam, DeltaBarDelta, History, Momentum, RMSProp, SGD,
-                           evaluate, save_loss_curve, train)
+import gradc
+from gradc.runtime import (OPTIMIZERS, AdaGrad, Adam, CheckpointError, CosineLR, DeltaBarDelta, History,
+                           Momentum, RMSProp, SGD, StepLR, TrainingError, evaluate, load_checkpoint,
+                           save_checkpoint, save_loss_curve, train)
 
 # f(θ) = ½ Σ aᵢ (θᵢ − cᵢ)², ∂f/∂θᵢ = aᵢ (θᵢ − cᵢ); an array parameter and a scalar one
 A = [1.0, 4.0, 0.25]
@@ -274,3 +277,129 @@ def test_save_loss_curve_without_matplotlib(tmp_path, monkeypatch, capsys):
     assert save_loss_curve([1.0, 0.5], tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()
     assert "matplotlib is not installed" in capsys.readouterr().err
+
+
+# ---- names, schedules, weight decay, shuffling, checkpoints ------------------
+
+@pytest.mark.parametrize("bad, kw, match", [
+    ("missing", {}, r"train: no data or parameter for 't'"),
+    ("misspelled", {}, r"train: data key 'T' is not an argument of loss\(X, t, w, b\) \(did you mean 't'\?\)"),
+    ("empty", {}, r"train: data is empty"),
+    ("not a dict", {}, r"train: data must be a dict"),
+    ("lengths", {}, r"train: the data arrays differ in their number of examples: X has 64, t has 63"),
+    ("ok", {"batch_size": 0}, r"train: batch_size=0 must be a positive integer or None"),
+    ("ok", {"batch_size": 2.5}, r"train: batch_size=2.5 must be a positive integer"),
+    ("ok", {"epochs": -1}, r"train: epochs=-1 must be a non-negative integer"),
+    ("ok", {"patience": 0}, r"train: patience=0 must be a positive integer"),
+    ("ok", {"optimizer": "adm"}, r"train: optimizer='adm' is not one of sgd, .* \(did you mean 'adam'\?\)"),
+    ("ok", {"optimizer": 42}, r"train: optimizer=42 has no step\(params, grads\) method"),
+    ("ok", {"optimizer": SGD(0.1), "lr": 0.5}, r"train: lr= is for an optimizer given by name"),
+    ("ok", {"lr_schedule": "linear"}, r"train: lr_schedule='linear' is not one of step, cosine"),
+    ("ok", {"weight_decay": -1.0}, r"train: weight_decay for 'w' is -1.0"),
+    ("ok", {"weight_decay": {"W": 0.1}}, r"train: weight_decay names 'W', which are not learned parameters"),
+    ("ok", {"val_data": {"X": np.zeros((3, 3))}}, r"train: no val_data or parameter for 't'"),
+])
+def test_bad_arguments_raise_a_gradc_error_naming_them(linear, bad, kw, match):
+    c, data = linear
+    data = {"missing": {"X": data["X"]}, "misspelled": {"X": data["X"], "T": data["t"]}, "empty": {},
+            "not a dict": [data["X"], data["t"]], "lengths": {"X": data["X"], "t": data["t"][:-1]},
+            "ok": data}[bad]
+    with pytest.raises(TrainingError, match=match) as info:
+        train(c, fresh(), data, epochs=kw.pop("epochs", 1), log=None, **kw)
+    assert isinstance(info.value, gradc.GradcError) and isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value) and "(" in str(info.value).rsplit(")", 1)[0]     # one line, with a hint
+
+
+def test_evaluate_checks_its_data_too(linear):
+    c, data = linear
+    with pytest.raises(TrainingError, match=r"evaluate: data key 'x' .*did you mean 'X'"):
+        evaluate(c, fresh(), {"x": data["X"], "t": data["t"]})
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizers_by_name_are_the_classes(linear, name):
+    c, data = linear
+    lr = 0.01 if name != "sgd" else 0.05
+    by_name = train(c, fresh(), data, epochs=3, batch_size=16, optimizer=name.upper(), lr=lr, log=None)
+    by_object = train(c, fresh(), data, epochs=3, batch_size=16, optimizer=OPTIMIZERS[name](lr), log=None)
+    assert by_name == by_object and by_name.lr == [lr] * 3
+
+
+def test_adam_by_name_with_its_default_rate(linear):
+    c, data = linear
+    h = train(c, fresh(), data, epochs=2, optimizer="adam", log=None)
+    assert h.lr == [Adam().lr] * 2
+
+
+def test_lr_schedules(linear, capsys):
+    c, data = linear
+    opt = SGD(0.08)
+    h = train(c, fresh(), data, epochs=6, batch_size=16, optimizer=opt, lr_schedule="step", progress=False)
+    assert h.lr == [0.08, 0.08, 0.04, 0.04, 0.02, 0.02]
+    assert opt.lr == 0.08                                    # put back after training
+    assert "lr 0.04" in capsys.readouterr().out
+    h = train(c, fresh(), data, epochs=4, optimizer="sgd", lr=0.1, lr_schedule=CosineLR(), log=None)
+    np.testing.assert_allclose(h.lr, [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05,
+                                      0.1 * (1 + math.cos(3 * math.pi / 4)) / 2])
+    h = train(c, fresh(), data, epochs=5, optimizer="sgd", lr=0.1, lr_schedule=StepLR(every=2, gamma=0.1),
+              log=None)
+    np.testing.assert_allclose(h.lr, [0.1, 0.1, 0.01, 0.01, 0.001])
+    h = train(c, fresh(), data, epochs=3, optimizer="sgd", lr=0.1, lr_schedule=lambda e, n: 1 / e, log=None)
+    np.testing.assert_allclose(h.lr, [0.1, 0.05, 0.1 / 3])
+
+
+def test_weight_decay_is_the_gradient_of_the_l2_term(linear):
+    """weight_decay=λ trains as if the spec's loss had (λ/2)·Σw² added (the bias excluded by a dict)."""
+    c, data = linear
+    lam = 0.3
+    decayed = c.wrt and compiled(LINEAR.replace('loss = "mse(X @ w + b, t)"',
+                                                f'loss = "mse(X @ w + b, t) + {lam / 2} * sum(w ** 2)"'))
+    p1, p2 = fresh(), fresh()
+    train(c, p1, data, epochs=4, batch_size=16, optimizer="sgd", lr=0.05, weight_decay={"w": lam}, log=None)
+    train(decayed, p2, data, epochs=4, batch_size=16, optimizer="sgd", lr=0.05, log=None)
+    np.testing.assert_allclose(p1["w"], p2["w"], rtol=1e-12)
+    assert p1["b"] == pytest.approx(p2["b"], rel=1e-12)
+    p3 = fresh()
+    train(c, p3, data, epochs=4, batch_size=16, optimizer="sgd", lr=0.05, log=None)
+    assert np.linalg.norm(p1["w"]) < np.linalg.norm(p3["w"])        # decay shrinks the weights
+
+
+def test_shuffling_follows_the_seed(linear):
+    c, data = linear
+    runs = [train(c, fresh(), data, epochs=3, batch_size=8, optimizer="sgd", lr=0.05, seed=s, shuffle=sh,
+                  log=None) for s, sh in ((1, True), (1, True), (2, True), (1, False), (2, False))]
+    assert runs[0] == runs[1] and runs[0] != runs[2]        # the seed fixes the order
+    assert runs[3] == runs[4] and runs[3] != runs[0]        # shuffle=False: in order, whatever the seed
+
+
+def test_history_is_plottable(linear):
+    c, data = linear
+    h = train(c, fresh(), data, epochs=3, batch_size=16, optimizer="sgd", lr=0.05, val_data=data, log=None)
+    d = h.as_dict()
+    assert d["epoch"] == h.epochs == [1, 2, 3]
+    assert d["loss"] == list(h) and d["val_loss"] == h.val_loss and d["lr"] == [0.05] * 3
+    assert set(d) == {"epoch", "loss", "val_loss", "lr", "examples_per_second"}
+    assert all(len(v) == 3 for v in d.values())
+
+
+def test_checkpoint_round_trip_and_refusal(linear, tmp_path):
+    c, data = linear
+    p = fresh()
+    train(c, p, data, epochs=3, batch_size=16, optimizer="sgd", lr=0.05, log=None)
+    path = save_checkpoint(tmp_path / "lin", c, p, epoch=3)
+    assert path == tmp_path / "lin.npz" and path.exists()
+    back, extra = load_checkpoint(path, c, with_extra=True)
+    assert extra == {"epoch": 3} and set(back) == {"w", "b"}
+    np.testing.assert_array_equal(back["w"], p["w"])
+    assert type(back["b"]) is float and back["b"] == p["b"]
+    assert evaluate(c, back, data) == evaluate(c, p, data)
+    other = compiled(LINEAR.replace('name = "linear_regression"', 'name = "other"'))
+    with pytest.raises(CheckpointError, match=r"lin.npz was saved from another model .*hash "
+                                              + c.module.SOURCE_HASH + r"\), not from .*hash "
+                                              + other.module.SOURCE_HASH):
+        load_checkpoint(path, other)
+    np.savez(tmp_path / "plain.npz", w=np.zeros(3))
+    with pytest.raises(CheckpointError, match="not a gradc checkpoint"):
+        load_checkpoint(tmp_path / "plain.npz", c)
+    with pytest.raises(CheckpointError, match="'W' not an argument"):
+        save_checkpoint(tmp_path / "bad.npz", c, {"W": np.zeros(3)})
