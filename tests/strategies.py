@@ -693,13 +693,66 @@ class Backend:
         return x
 
     # ---- functions built from the above (independent of gradc's formulas where it matters)
+    #
+    # The float64 versions must not overflow, underflow or cancel where the op itself is
+    # stable: they check the mpmath reference, and a reference that overflows where gradc is
+    # right would fail the property for nothing (issue 15: ``log(mean(exp(x)))`` at x = 1993).
+    # So float64 shifts every log-sum-exp by its maximum and scales every p-norm by its
+    # largest entry; mpmath (unbounded exponents, 50 digits) computes the textbook formula,
+    # with ``log1p`` where ``log(1 + tiny)`` would keep too few digits for central differences.
     def sigmoid(self, x):
         return 1 / (1 + self.exp(-x))
 
+    def log1p(self, x):
+        if self.mp:
+            return np.vectorize(mpmath.log1p, otypes=[object])(x)
+        return np.log1p(x)
+
     def softplus(self, x):
         if self.mp:
-            return self.log(1 + self.exp(x))
+            return self.log1p(self.exp(x))
         return np.logaddexp(0.0, x)
+
+    def logsumexp(self, x, axis=None):
+        """``ln Σ exp(x)`` over ``axis`` (None: the whole array)."""
+        x = np.asarray(x)
+        if self.mp:
+            return self.log(np.sum(self.exp(x), axis=axis))
+        m = np.max(x, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        out = np.log(np.sum(np.exp(x - m), axis=axis)) + (np.squeeze(m) if axis is None else np.squeeze(m, axis))
+        return out
+
+    def logavg(self, x, beta, axis):
+        """``(1/β) ln mean(exp(β x))`` over ``axis`` (log-average pooling)."""
+        x = np.asarray(x)
+        if self.mp:
+            return self.log(np.mean(self.exp(beta * x), axis=axis)) / beta
+        return (self.logsumexp(beta * x, axis) - np.log(x.shape[axis])) / beta
+
+    def lp(self, x, p, axis):
+        """``(Σ x^p)^(1/p)`` over ``axis``, for positive ``x`` (Lp pooling)."""
+        x = np.asarray(x)
+        if self.mp:
+            return np.sum(x ** p, axis=axis) ** (1 / p)
+        s = np.max(x, axis=axis, keepdims=True)
+        return np.squeeze(s, axis) * np.sum((x / s) ** p, axis=axis) ** (1 / p)
+
+    def bce(self, z, y):
+        """Binary cross-entropy of logits ``z`` and targets ``y``. mpmath: the probability form
+        ``-(y ln σ(z) + (1-y) ln(1-σ(z)))`` with ``ln σ(z) = -log1p(e^-z)`` and ``1-σ(z) = σ(-z)``
+        (``1 - σ(z)`` itself rounds to 0 at 50 digits for z > 115, and loses the digits central
+        differences need from z ~ 40); float64: ``max(z, 0) - z y + log1p(e^-|z|)``."""
+        if self.mp:
+            log_sig, log_sig_neg = -self.log1p(self.exp(-z)), -self.log1p(self.exp(z))
+            return -(y * log_sig + (1 - y) * log_sig_neg)
+        return np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+
+    def softmax_ce(self, scores, labels):
+        """Softmax cross-entropy per row of ``scores`` ([n, k]) with int labels ([n])."""
+        scores = np.asarray(scores)
+        picked = scores[np.arange(scores.shape[0]), labels]
+        return self.logsumexp(scores, axis=1) - picked
 
     def log_sigmoid(self, x):
         return -self.softplus(-x)
@@ -743,6 +796,7 @@ class ArrayTree:
     labels: dict
     productions: frozenset
     dtypes: dict = field(default_factory=dict)
+    size: int = 0          # inner nodes (see array_trees' max_nodes)
 
     @property
     def precision(self) -> str:
@@ -798,12 +852,16 @@ def _toml_shape(shape) -> str:
 
 
 @st.composite
-def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
+def array_trees(draw, max_depth: int = 3, max_rank: int = 3, max_nodes: int | None = None) -> ArrayTree:
     """A random spec expression whose value is a float scalar, built top-down from shapes.
 
     Operands have rank <= ``max_rank`` (rank 3 only in one tree of four: Numba compiles
-    rank-3 broadcasting slowly, up to 10 s per module)."""
+    rank-3 broadcasting slowly, up to 10 s per module). At most ``max_nodes`` inner nodes
+    (positivity wrappers included; then only leaves), so that a failing tree of the thorough
+    profile shrinks within Hypothesis's time limit: every shrink step compiles a Numba module.
+    The choice "leaf here" is the integer 0, the shrinker's first try."""
     used: set[str] = set()
+    n_inner = [0]
     inputs: dict[str, tuple] = {}
     labels: dict[str, int] = {}
     dtypes: dict[str, str] = {}
@@ -841,6 +899,7 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
 
     def pos(shape, d):
         u = gen(shape, d)
+        n_inner[0] += 1
         kind = pick(("pos_square", "pos_exp", "pos_abs", "pos_softplus"))
         if kind == "pos_square":
             return Node(f"({u.text} * {u.text} + 0.5)", shape, lambda c: u.fn(c) * u.fn(c) + 0.5)
@@ -878,8 +937,10 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
         return tuple(draw(any_dim) for _ in range(r))
 
     def gen(shape, d, top=False):
-        if not top and (d <= 0 or draw(st.integers(0, 5)) == 3):
+        full = max_nodes is not None and n_inner[0] >= max_nodes
+        if not top and (d <= 0 or full or draw(st.integers(0, 5)) == 0):
             return number() if shape == () and draw(st.integers(0, 3)) == 1 else var(shape)
+        n_inner[0] += 1
         p = pick(candidates(shape, top))
         k = d - 1
         if p in UNARY:
@@ -942,13 +1003,7 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
                 return Node(f"{p}({a.text}, {b.text})", shape,
                             lambda c: c[1].maximum(a.fn(c), b.fn(c), p == "maximum"))
 
-            def bce(c):
-                z, y = a.fn(c), b.fn(c)
-                if c[1].mp:      # the probability form, not gradc's stable one
-                    sig = c[1].sigmoid(z)
-                    return -(y * c[1].log(sig) + (1 - y) * c[1].log(1 - sig))
-                return np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-            return Node(f"binary_cross_entropy({a.text}, {b.text})", shape, bce)
+            return Node(f"binary_cross_entropy({a.text}, {b.text})", shape, lambda c: c[1].bce(a.fn(c), b.fn(c)))
         if p == "where":
             cmp = pick(("lt", "le", "gt", "ge"))
             l, r = gen(suffix(shape), k), gen(suffix(shape), k)
@@ -967,10 +1022,9 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
             child = gen(any_shape(), k)
             f = np.sum if p == "sum" else np.mean
             return Node(f"{p}({child.text})", shape, lambda c: f(child.fn(c)))
-        if p == "logsumexp":          # over the whole array: ln(sum(exp)) written plainly
+        if p == "logsumexp":          # over the whole array (stable, like gradc: no huge intermediate)
             child = gen(any_shape(), k)
-            return Node(f"logsumexp({child.text})", shape,
-                        lambda c: c[1].log(np.sum(c[1].seen(c[1].exp(child.fn(c))))))
+            return Node(f"logsumexp({child.text})", shape, lambda c: c[1].logsumexp(child.fn(c)))
         if p == "mse":
             a = gen(any_shape(), k)
             b = gen(suffix(a.shape), k)
@@ -991,7 +1045,7 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
                 child = gen(child_shape, k)
             if p == "logsumexp_axis":
                 return Node(f"logsumexp({child.text}, axis={spell})", shape,
-                            lambda c: c[1].log(np.sum(c[1].seen(c[1].exp(child.fn(c))), axis=axis)))
+                            lambda c: c[1].logsumexp(child.fn(c), axis=axis))
             if p in ("sum_axis", "mean_axis"):
                 name = p[:-5]
                 f = np.sum if name == "sum" else np.mean
@@ -1005,13 +1059,10 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
             if p == "lp_pool":
                 pp = draw(st.sampled_from((1.0, 2.0, 3.0, 0.5, 1.5)))
                 return Node(f"lp_pool({child.text}, {_fmt(pp)}, axis={spell})", shape,
-                            lambda c: np.sum(child.fn(c) ** pp, axis=axis) ** (1 / pp))
+                            lambda c: c[1].lp(child.fn(c), pp, axis))
             beta = draw(st.sampled_from((1.0, -1.0, 2.0, 0.5)))
-
-            def logavg(c):
-                x = child.fn(c)
-                return c[1].log(np.mean(c[1].exp(beta * x), axis=axis)) / beta
-            return Node(f"logavg_pool({child.text}, {_fmt(beta)}, axis={spell})", shape, logavg)
+            return Node(f"logavg_pool({child.text}, {_fmt(beta)}, axis={spell})", shape,
+                        lambda c: c[1].logavg(child.fn(c), beta, axis))
         if p == "matmul":
             inner = draw(any_dim)
             if len(shape) == 2:
@@ -1062,7 +1113,7 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
             if p == "pick":
                 return picked
             if p == "softmax_cross_entropy":
-                return c[1].log(np.sum(c[1].exp(sc), axis=1)) - picked
+                return c[1].softmax_ce(sc, lab)
             margins = sc - picked[:, None] + 1
             others = np.ones(sc.shape, dtype=bool)
             others[rows, lab] = False
@@ -1077,4 +1128,4 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3) -> ArrayTree:
         name = f"a{len(inputs)}"
         inputs[name] = any_shape()
         dtypes[name] = "float32" if precision == "float32" else "float64"
-    return ArrayTree(root, inputs, labels, frozenset(used), dtypes)
+    return ArrayTree(root, inputs, labels, frozenset(used), dtypes, n_inner[0])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -38,13 +39,15 @@ import sympy as sp
 from hypothesis import HealthCheck, Phase, assume, event, find, given, note, settings
 from hypothesis.errors import NoSuchExample
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from gradc.ops import OPS
 from gradc.pipeline import build
 
 from conftest import compiled
-from strategies import (ARRAY_PRODUCTIONS, MATRIX_PRODUCTIONS, MP_DPS, SCALAR_PRODUCTIONS, XS, Backend,
-                        Reject, SymbolicOracle, array_trees, matrix_oracle, matrix_trees, scalar_trees)
+from strategies import (ARRAY_PRODUCTIONS, MATRIX_PRODUCTIONS, MP_DPS, N, SCALAR_PRODUCTIONS, XS, ArrayTree,
+                        Backend, Node, Reject, SymbolicOracle, array_trees, matrix_oracle, matrix_trees,
+                        scalar_trees)
 
 #: Examples per property in the loaded profile (ci: 20). Properties whose modules compile fast
 #: (scalar SymPy trees) or that compile nothing run more; the array and matrix properties (the
@@ -66,6 +69,15 @@ FD_TOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-2}
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 DEPTH = 4 if THOROUGH else 3
 MAX_RANK = 3 if THOROUGH else 2
+#: Inner nodes of an array tree at most: each shrink step of a failing tree compiles a Numba
+#: module (0.1-4 s), and Hypothesis stops shrinking after 5 minutes.
+MAX_NODES = 10
+
+
+def tally(what: str) -> None:
+    """``hypothesis.event`` inside a property; nothing in the example-based tests that reuse its checks."""
+    if currently_in_test_context():
+        event(what)
 
 
 def compile_kwargs(tree) -> dict:
@@ -159,6 +171,8 @@ def exact_gradients(tree, args):
     B = Backend(mp=True)
     env = tree.env(args, B)
     value = tree.root.fn((env, B))
+    if not np.isfinite(float(value)):
+        raise Reject("the mpmath reference is not finite")
     if B.big > BIG[tree.precision]:
         raise Reject("huge intermediate")
     if B.margins and min(B.margins) < GAP:
@@ -203,6 +217,20 @@ def fd_of_forward(c, call_args, i):
     return fd, err
 
 
+def check_float64_reference(tree, args, want):
+    """The float64 NumPy reference checks the mpmath one (a second, independent route to the
+    value). It is written as stably as the ops (``Backend``: shifted log-sum-exp, scaled
+    p-norms, ``logaddexp``); where it still overflows, the point has no float64 reference (an
+    event), which is not a failure of gradc: gradc is compared with the mpmath value anyway."""
+    with np.errstate(all="ignore"):
+        ref = np.asarray(tree.evaluate(args, Backend(mp=False)), dtype=np.float64)
+    if not np.all(np.isfinite(ref)):
+        tally("float64 NumPy reference overflowed: not compared")
+        return
+    np.testing.assert_allclose(ref, want, rtol=1e-9, atol=1e-11,
+                               err_msg="the float64 NumPy reference disagrees with the mpmath one")
+
+
 def check_array_point(c, tree, n, args, want, want_grads):
     precision = tree.precision
     call_args = [args[a] for a in c.arg_names]
@@ -210,9 +238,7 @@ def check_array_point(c, tree, n, args, want, want_grads):
     scale = max([1.0] + [float(np.max(np.abs(g))) for g in want_grads.values() if g.size])
     assert_close(value, want, max(1.0, abs(want)), f"value at batch {n}", precision)
     assert_forward_matches(c, call_args, value, tree.text)
-    with np.errstate(all="ignore"):         # the float64 NumPy reference: checks the mpmath one
-        np.testing.assert_allclose(tree.evaluate(args, Backend(mp=False)), want, rtol=1e-9, atol=1e-11,
-                                   err_msg="the float64 NumPy reference disagrees with the mpmath one")
+    check_float64_reference(tree, args, want)
     assert len(grads) == len(tree.wrt)
     for w, g in zip(c.wrt, grads):
         arg = np.asarray(args[w])
@@ -223,14 +249,14 @@ def check_array_point(c, tree, n, args, want, want_grads):
         assert_close(g, want_grads[w], scale, f"d/d{w} at batch {n}", precision)
         fd, err = fd_of_forward(c, call_args, c.arg_names.index(w))
         smooth = err <= 1e-4 * np.maximum(1.0, np.abs(fd)) if arg.dtype == np.float64 else err <= 1e-1
-        event(f"FD entries skipped (kink within the step): {int(np.sum(~smooth))}")
+        tally(f"FD entries skipped (kink within the step): {int(np.sum(~smooth))}")
         tol = FD_TOL[arg.dtype] * np.maximum(1.0, np.abs(fd)) + 4 * err
         bad = smooth & (np.abs(np.asarray(g, dtype=np.float64) - fd) > tol)
         assert not np.any(bad), f"d/d{w} at batch {n}: gradient {g} vs finite differences {fd}"
 
 
 @SLOW
-@given(tree=array_trees(max_depth=DEPTH, max_rank=MAX_RANK), seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(2, 3))
+@given(tree=array_trees(max_depth=DEPTH, max_rank=MAX_RANK, max_nodes=MAX_NODES), seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(2, 3))
 def test_array_tree_gradient_matches_exact_reference_and_finite_differences(tree, seed, batch):
     note(tree.source)
     rng = np.random.default_rng(seed)
@@ -436,3 +462,103 @@ def test_regression_condition_on_a_piecewise_is_lowered(case):
         value, grads = c.value_and_grad(*pt)
         assert_close(value, want, 1.0, f"value at {pt}")
         assert_close(grads, want_grads, scale, f"gradient at {pt}")
+
+
+def test_regression_logavg_pool_of_a_huge_argument():
+    """Found by the array property (thorough profile): at a0 = 1.33467734, x = exp(exp(a0))^2 =
+    1993.29 and the float64 NumPy reference ``log(mean(exp(x)))`` overflowed to inf, failing the
+    property where gradc was right. The oracle here is ``math``/mpmath, written out:
+    y = (1/β) ln((1/n) Σ exp(β x_i)), dy/da_i = softmax(βx)_i · 2 x_i e^(a_i)."""
+    src = "\n".join(["[inputs]", 'a0 = { shape = ["n"] }', "[graph]",
+                     'out = "logavg_pool((exp(exp(a0)) ** 2), 1, axis=0)"', "[output]", 'value = "out"',
+                     'wrt = ["a0"]', ""])
+    c = compiled(src)
+    a = 1.33467734
+    x = math.exp(math.exp(a)) ** 2
+    value, (grad,) = c.value_and_grad(np.array([a]))
+    assert value == pytest.approx(x, rel=1e-13) and value == pytest.approx(1993.2865239396833, rel=1e-13)
+    assert grad[0] == pytest.approx(2 * x * math.exp(a), rel=1e-12)
+    assert grad[0] == pytest.approx(15144.074246643877, rel=1e-12)
+    with mpmath.workdps(50):                 # two and three rows: the softmax weights matter
+        for point in ([a, 1.2], [a, a - 1e-3, -0.5], [-1.0, a]):
+            xs = [mpmath.exp(mpmath.exp(mpmath.mpf(v))) ** 2 for v in point]
+            m = max(xs)
+            total = mpmath.fsum(mpmath.exp(xi - m) for xi in xs)
+            want = m + mpmath.log(total / len(xs))
+            want_grad = [mpmath.exp(xi - m) / total * 2 * xi * mpmath.exp(mpmath.mpf(v)) for xi, v in zip(xs, point)]
+            value, (grad,) = c.value_and_grad(np.array(point))
+            assert value == pytest.approx(float(want), rel=1e-12), point
+            scale = max(float(g) for g in want_grad)
+            np.testing.assert_allclose(grad, [float(g) for g in want_grad], rtol=1e-9, atol=1e-11 * scale)
+
+
+def test_regression_logavg_pool_of_a_huge_argument_through_the_property():
+    """The same point through the property's own checks: the mpmath reference with its central
+    differences, the float64 NumPy reference (now shifted by the maximum: finite and equal to
+    mpmath's), and central differences of ``forward``."""
+    a0 = Node("a0", (N,), lambda c: c[0]["a0"])
+    x = Node("(exp(exp(a0)) ** 2)", (N,), lambda c: c[1].seen(c[1].exp(c[1].exp(a0.fn(c))) ** 2))
+    root = Node(f"logavg_pool({x.text}, 1, axis=0)", (), lambda c: c[1].logavg(x.fn(c), 1.0, 0))
+    tree = ArrayTree(root, {"a0": (N,)}, {}, frozenset(), {"a0": "float64"})
+    c = compiled(tree.source)
+    for point in ([1.33467734], [1.33467734, 1.0], [1.2, 1.33467734, -0.3]):
+        args = {"a0": np.array(point)}
+        with mpmath.workdps(MP_DPS):
+            want, want_grads = exact_gradients(tree, args)
+        assert want == pytest.approx(float(mpmath.log(mpmath.fsum(
+            mpmath.exp(mpmath.exp(mpmath.exp(mpmath.mpf(v))) ** 2) for v in point) / len(point))), rel=1e-14)
+        with np.errstate(over="ignore"):               # what the reference computed before
+            assert not np.isfinite(np.log(np.mean(np.exp(np.exp(np.exp(args["a0"])) ** 2))))
+        assert float(tree.evaluate(args, Backend(mp=False))) == pytest.approx(want, rel=1e-12)
+        check_array_point(c, tree, len(point), args, want, want_grads)
+
+
+EXTREME = [np.array([1993.2865239396833, 1.0, -3.0]), np.array([-800.0, -799.5, -1500.0]),
+           np.array([750.0, 749.0, 0.25]), np.array([40.0, -60.0, 120.0])]
+
+
+@pytest.mark.parametrize("x", EXTREME, ids=["huge", "very_negative", "overflowing_exp", "mixed"])
+def test_float64_references_are_as_stable_as_the_ops(x):
+    """The float64 helpers of ``strategies.Backend`` (which check the mpmath reference) stay
+    finite and accurate where ``exp`` overflows or underflows and the op does not; mpmath
+    (50 digits, unbounded exponents) is the oracle, computed here plainly."""
+    F, M = Backend(mp=False), Backend(mp=True)
+    with mpmath.workdps(MP_DPS):
+        X = M.arr(x)
+
+        def close(got, want, what):
+            got, want = (np.vectorize(float, otypes=[np.float64])(np.asarray(v, dtype=object)) for v in (got, want))
+            assert np.all(np.isfinite(got)), f"{what}: float64 reference overflowed: {got}"
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-40, err_msg=what)   # (an oracle of 1e-52 rounds to 0)
+
+        lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in X))
+        close(F.logsumexp(x), lse, "logsumexp")
+        close(M.logsumexp(X), lse, "logsumexp (mpmath)")
+        rows = np.stack([x, x[::-1]])
+        close(F.logsumexp(rows, axis=1), [lse, lse], "logsumexp axis=1")
+        close(F.logsumexp(rows, axis=0), [mpmath.log(mpmath.exp(X[i]) + mpmath.exp(X[-1 - i])) for i in range(3)],
+              "logsumexp axis=0")
+        for beta in (1.0, -1.0, 2.0, 0.5):
+            want = mpmath.log(mpmath.fsum(mpmath.exp(beta * v) for v in X) / 3) / beta
+            close(F.logavg(x, beta, 0), want, f"logavg beta={beta}")
+            close(M.logavg(X, beta, 0), want, f"logavg beta={beta} (mpmath)")
+        pos = np.abs(x) * 1e3 + 0.5           # up to 2e6: x^3 fine, but 1e6^p sums test the scaling
+        P = M.arr(pos)
+        for p in (1.0, 2.0, 3.0, 0.5, 1.5):
+            want = mpmath.fsum(v ** p for v in P) ** (1 / mpmath.mpf(p))
+            close(F.lp(pos, p, 0), want, f"lp p={p}")
+        close(F.lp(np.array([1e300, 3e299]), 2.0, 0), mpmath.sqrt(mpmath.mpf(1e300) ** 2 + mpmath.mpf(3e299) ** 2),
+              "lp of entries whose squares overflow")
+        for y in (0.0, 0.3, 1.0):
+            want = [-(y * mpmath.log(1 / (1 + mpmath.exp(-v))) + (1 - y) * mpmath.log(mpmath.exp(-v) / (1 + mpmath.exp(-v))))
+                    for v in X]
+            close(F.bce(x, y), want, f"bce y={y}")
+            close(M.bce(X, y), want, f"bce y={y} (mpmath)")
+        close(F.softplus(x), [mpmath.log(1 + mpmath.exp(v)) for v in X], "softplus")
+        close(F.log_sigmoid(x), [-mpmath.log(1 + mpmath.exp(-v)) for v in X], "log_sigmoid")
+        scores = np.stack([x, x[::-1] - 2.0])
+        labels = np.array([0, 2])
+        want = [mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row)) - mpmath.mpf(float(row[k]))
+                for row, k in zip(scores, labels)]
+        close(F.softmax_ce(scores, labels), want, "softmax_cross_entropy")
+        close(M.softmax_ce(M.arr(scores), labels), want, "softmax_cross_entropy (mpmath)")
