@@ -209,16 +209,96 @@ class Compiled:
         self.dtypes = dict(module.DTYPES)
         self.params = dict(module.PARAMS)
         self.output = module.OUTPUT
+        #: what ``forward`` returns (the value first), and the derivatives the module has
+        self.outputs = tuple(getattr(module, "OUTPUTS", (self.output,)))
+        self.derivatives = tuple(getattr(module, "DERIVATIVES", ("grad",)))
+        #: how to compile the module again with more derivatives (see :meth:`_derivative`); None for load()
+        self._request = None
+        self._derived: dict = {}
         into = getattr(module, "value_and_grad_into", None)      # None: no array gradient, or an older module
-        self.raw = SimpleNamespace(forward=module.forward, value_and_grad=module.value_and_grad,
+        self.raw = SimpleNamespace(forward=module.forward, value_and_grad=getattr(module, "value_and_grad", None),
                                    value_and_grad_into=into)
         self._check = ArgumentChecker(self.arg_names, self.shapes, self.dtypes)
         self._repaired = False
-        for name in ("forward", "value_and_grad"):
+        for name in ("forward", "value_and_grad") if "grad" in self.derivatives else ("forward",):
             call = getattr(module, f"_call_{name}", None)
             setattr(self, name, _bind(call, name, **{name: _twin(getattr(module, name)),
                                                      "_failed": partial(self._failed, name)})
                     if call is not None else self._python_call(name))
+
+    def value_and_grad(self, *args, **kwargs):
+        """(Replaced by the module's call when the value has a gradient.)"""
+        raise GradcError(f"{self.output} is not a float scalar: it has no gradient", "value_and_grad",
+                         "use jacobian(...) or vjp(...) for the derivatives of an array output")
+
+    # ---------------------------------------------------------------- other derivatives
+    def jvp(self, *args, tangents=None, **kwargs):
+        """``jvp(*args, tangents) -> (outputs, output_tangents)``: forward mode. ``tangents``: one
+        per ``wrt`` argument, shaped and typed like it, as a tuple (or the tangent itself when
+        there is one ``wrt`` argument), after the arguments or by keyword. The outputs and their
+        tangents are single values when ``forward`` returns one output, else tuples."""
+        return self._seeded("jvp", args, kwargs, tangents, "tangents")
+
+    def vjp(self, *args, cotangents=None, **kwargs):
+        """``vjp(*args, cotangents) -> (outputs, input_cotangents)``: reverse mode of the float
+        outputs. ``cotangents``: one per float output, shaped like it (a tuple, or the cotangent
+        itself for one output); ``input_cotangents``: a tuple, one per ``wrt`` argument
+        (``Σ_k c_kᵀ ∂y_k/∂w``)."""
+        return self._seeded("vjp", args, kwargs, cotangents, "cotangents")
+
+    def hvp(self, *args, v=None, **kwargs):
+        """``hvp(*args, v) -> H v``: Hessian-vector products of the scalar value by forward over
+        reverse; ``v`` one array (or number) per ``wrt`` argument shaped like it (a tuple, or
+        itself for one argument); the result a tuple of one ``(H v)_i`` per ``wrt`` argument."""
+        return self._seeded("hvp", args, kwargs, v, "v")
+
+    def jacobian(self, *args, **kwargs):
+        """``jacobian(*args)``: the Jacobian of the value (``OUTPUT``, any float shape): a tuple
+        of one array of shape ``output.shape + wrt.shape`` per ``wrt`` argument; one 2-D ``(m, n)``
+        array when the value is a vector and every ``wrt`` argument a scalar. Forward or reverse
+        mode by the sizes (``gradc.Options(jacobian="fwd"|"rev")`` to choose)."""
+        return self._derivative("jacobian")(*args, **kwargs)
+
+    def hessian(self, *args, **kwargs):
+        """``hessian(*args)``: the Hessian of the scalar value: an ``(n, n)`` array when every
+        ``wrt`` argument is a scalar, else the blocks ``H[i][j]`` (a tuple of tuples) of shape
+        ``wrt_i.shape + wrt_j.shape``, as ``jax.hessian`` returns them."""
+        return self._derivative("hessian")(*args, **kwargs)
+
+    def value_grad_hessian(self, *args, **kwargs):
+        """``value_grad_hessian(*args) -> (value, grads, hessian)`` in one sweep (Newton steps);
+        ``hessian`` as :meth:`hessian` returns it."""
+        return self._derivative("value_grad_hessian")(*args, **kwargs)
+
+    def _seeded(self, kind, args, kwargs, seeds, word):
+        call = self._derivative(kind)
+        if seeds is None:
+            if len(args) != len(self.arg_names) + 1:
+                raise ArgumentError(f"takes the {len(self.arg_names)} arguments ({', '.join(self.arg_names)}) "
+                                    f"and then the {word}, got {len(args)} positional", kind,
+                                    f"pass the {word} after the arguments or as {word}=...")
+            args, seeds = args[:-1], args[-1]
+        return call(*args, seeds, **kwargs)
+
+    def _derivative(self, kind: str):
+        """The public call of the derivative ``kind``: the module's, or (compiled on first use, and
+        cached like every module) that of a module compiled again with ``kind`` added to
+        ``Options.derivatives``."""
+        call = self._derived.get(kind)
+        if call is not None:
+            return call
+        if hasattr(self.module, kind):
+            call = _DerivativeCall(self, kind, getattr(self.module, kind))
+        elif self._request is None:
+            raise GradcError(f"the module has no {kind} (it has {', '.join(self.derivatives)})", str(self.path),
+                             f"compile it with --derivatives {kind} (gradc.compile(..., derivatives=[{kind!r}]))")
+        else:
+            source, args, wrt, name, options = self._request
+            other = compile(source, args, wrt, name=name, options=options.with_(
+                derivatives=options.derivatives + (kind,)))
+            call = other._derivative(kind)
+        self._derived[kind] = call
+        return call
 
     def _python_call(self, name: str):
         """The public call of a module without ``_call_`` functions (written by an older gradc):
@@ -350,8 +430,38 @@ class Compiled:
         return f"<gradc.Compiled {self.output}({', '.join(self.arg_names)}) wrt ({', '.join(self.wrt)}) at {self.path}>"
 
 
+class _DerivativeCall:
+    """The public call of a derivative entry point ``kind`` of a module: the arguments (by position
+    or name) and, for ``jvp``/``vjp``/``hvp``, the seeds (a tuple, one per ``SEEDS[kind]``, or
+    the seed itself when there is one) are checked by an :class:`ArgumentChecker`, then the
+    dispatcher runs."""
+
+    def __init__(self, compiled: Compiled, kind: str, dispatcher):
+        self.kind, self.dispatcher, self.compiled = kind, dispatcher, compiled
+        seeds = getattr(compiled.module, "SEEDS", {}).get(kind, ())
+        self.n_seeds = len(seeds)
+        names = list(compiled.arg_names) + [n for n, _, _ in seeds]
+        shapes = {**compiled.shapes, **{n: tuple(s) for n, s, _ in seeds}}
+        dtypes = {**compiled.dtypes, **{n: d for n, _, d in seeds}}
+        self.check = ArgumentChecker(names, shapes, dtypes)
+        self.__doc__ = getattr(dispatcher, "__doc__", None)
+
+    def __call__(self, *args, **kwargs):
+        if self.n_seeds:
+            *args, seeds = args
+            if isinstance(seeds, (tuple, list)) and (self.n_seeds > 1 or len(seeds) == 1):
+                if len(seeds) != self.n_seeds:
+                    raise ArgumentError(f"expected {self.n_seeds} seed(s) ({', '.join(self.check.names[-self.n_seeds:])})"
+                                        f", got {len(seeds)}", self.kind)
+                args = [*args, *seeds]
+            else:
+                args = [*args, seeds]
+        args = self.check(self.kind, tuple(args), kwargs)
+        return self.compiled._run(self.dispatcher, args)
+
+
 def compile(source, args=None, wrt=None, out=None, name: str | None = None, force: bool = False,
-            comments: bool = True, options: Options | None = None) -> Compiled:
+            comments: bool = True, options: Options | None = None, derivatives=None) -> Compiled:
     """Compile ``source`` to a generated module and load it.
 
     ``source``: a SymPy expression (then ``args``, a list of Symbols or
@@ -363,7 +473,10 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
     generate is not overwritten unless ``force``. ``options`` (a :class:`gradc.Options`, default
     ``Options()``): how to compile (fusion, comments, re-rolling, splitting); each option set
     has its own cache entry. ``comments=False`` (short for ``options.with_(comments=False)``)
-    leaves the adjoint rules' comments out of the code.
+    leaves the adjoint rules' comments out of the code. ``derivatives`` (short for
+    ``options.with_(derivatives=...)``): the entry points to generate besides ``forward`` and
+    ``value_and_grad`` (``jvp``, ``vjp``, ``jacobian``, ``hvp``, ``hessian``,
+    ``value_grad_hessian``); the others compile on first use (:meth:`Compiled.hessian` ...).
 
     Raises :class:`~gradc.errors.GradcError` subclasses for bad input.
     """
@@ -374,6 +487,10 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
     options = options or Options()
     if not comments:
         options = options.with_(comments=False)
+    if derivatives is not None:
+        options = options.with_(derivatives=tuple(derivatives) if not isinstance(derivatives, str)
+                                else tuple(d.strip() for d in derivatives.split(",") if d.strip()))
+    request = (source, args, wrt, name, options)
     clock = time.perf_counter
     t0 = clock()
     fast = cachekey.source_key(source, args, wrt, name, options) if out is None and not force else None
@@ -383,6 +500,7 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
             t1 = clock()
             c = Compiled(import_generated(hit), hit)
             c.timings = {"cache lookup": t1 - t0, "import": clock() - t1}
+            c._request = request
             return c
     from .pipeline import build
 
@@ -404,7 +522,9 @@ def compile(source, args=None, wrt=None, out=None, name: str | None = None, forc
     art.timings["write"] = t2 - t1
     module = import_generated(path)
     art.timings["import"] = clock() - t2
-    return Compiled(module, path, art)
+    c = Compiled(module, path, art)
+    c._request = request
+    return c
 
 
 def load(path, verify: bool = True) -> Compiled:

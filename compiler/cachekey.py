@@ -61,6 +61,9 @@ def source_key(source, args=None, wrt=None, name=None, options: Options | None =
         parts += ["spec-text", source]
     else:
         sympy = sys.modules.get("sympy")
+        if sympy is not None and isinstance(source, (tuple, list)) and source \
+                and all(isinstance(e, sympy.Basic) for e in source):
+            source = sympy.Tuple(*source)               # several outputs
         if sympy is None or not isinstance(source, sympy.Basic):
             return None
         from .frontends.sympy import _digest

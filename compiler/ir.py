@@ -105,7 +105,8 @@ _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 #: Names the generated module itself uses; user names may not shadow them.
 RESERVED = frozenset({"np", "numba", "math", "forward", "value_and_grad", "ARGS", "WRT",
                       "SHAPES", "DTYPES", "PARAMS", "GRADC_VERSION", "SOURCE_HASH", "OUTPUT", "CLASSES",
-                      "value_and_grad_into"})
+                      "value_and_grad_into", "OUTPUTS", "DERIVATIVES", "SEEDS", "jvp", "vjp", "jacobian", "hvp", "hessian",
+                      "value_grad_hessian"})
 
 
 def check_identifier(name: str) -> str | None:

@@ -21,7 +21,11 @@ class Options:
     (:func:`gradc.passes.reroll`). ``split``: split a large sum of unlike terms into
     jitted parts (:func:`gradc.passes.split.split`; only with ``roll``).
     ``split_stmts``: the most statements (constants not counted) of one part's forward sweep;
-    a sum of more than twice as many is split.
+    a sum of more than twice as many is split. ``derivatives``: what the module offers besides
+    ``forward`` and (for a float scalar value) ``value_and_grad``: any of ``jvp``, ``vjp``,
+    ``jacobian``, ``hvp``, ``hessian``, ``value_grad_hessian`` (:mod:`gradc.ad.derivatives`), in
+    any order. ``jacobian``: how ``jacobian`` sweeps its seeds, ``"fwd"`` (columns), ``"rev"``
+    (rows) or ``"auto"`` (the fewer).
     """
 
     fuse: bool = True
@@ -29,6 +33,21 @@ class Options:
     roll: bool = True
     split: bool = True
     split_stmts: int = 200
+    derivatives: tuple[str, ...] = ()
+    jacobian: str = "auto"
+
+    def __post_init__(self):
+        from .ad.derivatives import KINDS
+        from .errors import GradcError
+        kinds = tuple(self.derivatives) if not isinstance(self.derivatives, str) else (self.derivatives,)
+        unknown = [k for k in kinds if k not in KINDS + ("grad",)]
+        if unknown:
+            raise GradcError(f"unknown derivative(s) {', '.join(map(repr, unknown))}", "Options(derivatives=...)",
+                             "choose from grad, " + ", ".join(KINDS))
+        if self.jacobian not in ("auto", "fwd", "rev"):
+            raise GradcError(f"jacobian={self.jacobian!r}", "Options(jacobian=...)", "choose auto, fwd or rev")
+        # one canonical order, without 'grad' (always there when the value has a gradient)
+        object.__setattr__(self, "derivatives", tuple(k for k in KINDS if k in kinds))
 
     def with_(self, **changes) -> "Options":
         """A copy with some fields changed (``opts.with_(fuse=False)``)."""

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from . import __version__
 from .ad import grad
+from .ad.derivatives import derive
 from .backend.module import render_module
 from .errors import SpecError, UnsupportedError
 from .frontends import Lowered
-from .ir import Function, format_function, verify
+from .ir import FLOATS, Function, format_function, verify
 from .options import Options
 from .passes import dce, optimize, reroll
 from .passes.rename import renumber
@@ -43,34 +44,45 @@ class Artifact:
 
     lowered: Lowered
     primal: Function
-    _full: object                 # a Function, or a callable computing it (see full)
+    _full: object                 # a Function, or a callable computing it (see full), or None
     code: str
     key: str
     timings: dict = field(default_factory=dict)
     parts: list = field(default_factory=list)
+    #: the other derivatives of the module (:class:`gradc.ad.derivatives.Derivative`), by kind
+    derived: dict = field(default_factory=dict)
 
     @property
-    def full(self) -> Function:
-        """The forward + adjoint IR (of the whole function, also when it was split)."""
+    def full(self) -> Function | None:
+        """The forward + adjoint IR (of the whole function, also when it was split); None when
+        the value is not a float scalar (no gradient)."""
         if callable(self._full):
             self._full = self._full()
         return self._full
 
     def show(self, stage: str) -> str:
-        """Text of one stage: ``ir``, ``adjoint`` (forward + adjoint IR) or ``code``."""
+        """Text of one stage: ``ir``, ``adjoint`` (forward + adjoint IR), ``code``, or the IR of a
+        derivative the module offers (``jvp``, ``hessian``, ...)."""
         if stage == "ir":
             return format_function(self.primal)
         if stage == "adjoint":
+            if self.full is None:
+                raise ValueError("the value is not a float scalar: there is no adjoint sweep of a gradient")
             return format_function(self.full)
         if stage == "code":
             return self.code
-        raise ValueError(f"unknown stage {stage!r}; choose ir, adjoint or code")
+        if stage in self.derived:
+            return format_function(self.derived[stage].fn)
+        raise ValueError(f"unknown stage {stage!r}; choose ir, adjoint, code"
+                         + "".join(f", {k}" for k in self.derived))
 
 
 def lower(source, args=None, wrt=None, name: str | None = None) -> Lowered:
     """Pick the frontend: a SymPy expression, a spec path, or spec text."""
     sympy = sys.modules.get("sympy")      # a SymPy object means SymPy is imported: no import (0.4 s) for specs
-    if sympy is not None and isinstance(source, (sympy.Basic, sympy.MatrixBase)):  # MatrixBase: sympy.Matrix
+    if sympy is not None and (isinstance(source, (sympy.Basic, sympy.MatrixBase)) or (   # MatrixBase: sympy.Matrix
+            isinstance(source, (tuple, list)) and source                                   # several outputs
+            and all(isinstance(e, (sympy.Basic, sympy.MatrixBase)) for e in source))):
         from .frontends.sympy import lower as lower_sympy
         return lower_sympy(source, args, wrt, name or "f")
     from .frontends.spec import load_spec
@@ -127,13 +139,27 @@ def build(source, args=None, wrt=None, name: str | None = None, options: Options
         verify(full)
         return full
 
+    value = primal.outputs[0]
+    has_grad = value.dtype in FLOATS and value.shape == ()
     parts = []                          # a large sum of unlike terms: parts compiled one by one,
-    split_parts = split_sum(primal, max_stmts=options.split_stmts) if options.roll and options.split else None
+    split_parts = split_sum(primal, max_stmts=options.split_stmts) \
+        if options.roll and options.split and has_grad and len(primal.outputs) == 1 else None
     for part, first, count in split_parts or ():
         part = renumber(part, keep)
         parts.append((part, differentiate(part), first, count))   # each differentiated on its own
-    full = differentiate(primal) if not parts else (lambda: differentiate(primal))
+    full = None if not has_grad else differentiate(primal) if not parts else (lambda: differentiate(primal))
     forward = renumber(dce(primal), keep)
+    forward.wrt = list(lowered.wrt)
+    derived = {}
+    for kind in options.derivatives:
+        t = clock()
+        d = derive(kind, primal, (full() if callable(full) else full) if has_grad else None, lowered.wrt,
+                   options.jacobian)
+        fn = renumber(optimize(d.fn), keep)
+        verify(fn)
+        d.fn, d.seeds = fn, fn.inputs[len(fn.inputs) - len(d.seeds):]
+        derived[kind] = d
+        ad[0] += clock() - t
     t4 = clock()
     key = hashlib.sha256("\x00".join([
         __version__, lowered.canonical, lowered.source_name, ",".join(v.name for v in lowered.wrt)]
@@ -141,9 +167,10 @@ def build(source, args=None, wrt=None, name: str | None = None, options: Options
     code = render_module(forward, None if parts else full, version=__version__, source_text=lowered.source_text,
                          source_name=lowered.source_name, source_hash=key[:16],
                          model_name=lowered.model_name, params=lowered.params, roles=lowered.roles,
-                         description=lowered.description, parts=parts, options=options)
+                         description=lowered.description, parts=parts, derived=list(derived.values()),
+                         options=options)
     timings = {"frontend": t1 - t0, "passes": (t4 - t1) - ad[0], "ad": ad[0], "render": clock() - t4}
-    return Artifact(lowered, primal, full, code, key, timings, parts)
+    return Artifact(lowered, primal, full, code, key, timings, parts, derived)
 
 
 def user_names(lowered: Lowered) -> set[str]:

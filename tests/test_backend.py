@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, given, settings
 import gradc
 import gradc.backend.module as module_assembly
 from gradc.backend.emit import known_dims
+from gradc.backend import sweep as sweep_module
 from gradc.backend.memory import plan_memory
 from gradc.backend.module import helpers, rematerialize
 from gradc.backend.schedule import (Line, Loop, Role, alias_roots, check_dependences, loop_reads, schedule,
@@ -227,6 +228,7 @@ def sweeps(src: str, fuse: bool = True):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(module_assembly, "plan_memory", recording)
+        mp.setattr(sweep_module, "plan_memory", recording)
         mp.setattr(module_assembly, "print_sweep", printing)
         art = build(src, fuse=fuse)
     assert seen, "the module assembly planned no sweep"

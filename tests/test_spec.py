@@ -137,10 +137,16 @@ def test_int_labels_in_arithmetic(tmp_path):
     assert "must be float64" in msg
 
 
-def test_non_scalar_output_names_the_file(tmp_path):
-    msg = fails(tmp_path, spec_with("x", output='value = "h"'), exc=ShapeError)
-    assert msg.startswith("bad.toml")
-    assert "scalar" in msg
+def test_non_scalar_output_compiles_without_a_gradient_and_a_hessian_of_it_names_the_place(tmp_path):
+    """An array value has a forward pass (and Jacobians) but no gradient: asking for its Hessian
+    names the spec's place of the value and says what to do."""
+    art = build(write(tmp_path, spec_with("x", output='value = "h"')))
+    assert art.full is None and "def forward(" in art.code and "def value_and_grad(" not in art.code
+    with pytest.raises(ShapeError) as info:
+        build(write(tmp_path, spec_with("x", output='value = "h"')), options=gradc.Options(derivatives=("hessian",)))
+    msg = str(info.value)
+    assert msg.startswith("bad.toml:"), msg
+    assert "scalar" in msg and "float64 array" in msg and "jacobian" in msg
 
 
 # ------------------------------------------------------------------ untrusted expressions

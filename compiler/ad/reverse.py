@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ShapeError
-from .ir import FLOATS, Builder, Function, Namer, Stmt, Value
-from .ops import OPS
+from ..errors import ShapeError
+from ..ir import FLOATS, Builder, Function, Namer, Stmt, Value
+from ..ops import OPS
 
 
 @dataclass(eq=False)
@@ -56,13 +56,13 @@ def note_of(stmt: Stmt, pos: int) -> str:
     return note(stmt, pos) if callable(note) else note
 
 
-def _relevant(fn: Function, wrt: list[Value]) -> set[int]:
-    """Ids of values that depend on some wrt input and that the output depends on."""
+def _relevant(fn: Function, wrt: list[Value], outputs: list[Value]) -> set[int]:
+    """Ids of values that depend on some wrt input and that some of ``outputs`` depends on."""
     dep = {id(v) for v in wrt}
     for s in fn.stmts:
         if any(id(a) in dep for a in s.args):
             dep.add(id(s.out))
-    need = {id(fn.outputs[0])}
+    need = {id(o) for o in outputs}
     for s in reversed(fn.stmts):
         if id(s.out) in need:
             need.update(id(a) for a in s.args)
@@ -72,27 +72,57 @@ def _relevant(fn: Function, wrt: list[Value]) -> set[int]:
 def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function:
     """Return ``fn`` extended with the adjoint sweep for the gradient w.r.t. ``wrt``.
 
-    ``fn.outputs[0]`` must be a float64 scalar; every ``wrt`` value must be a
-    float64 input. Raises :class:`ShapeError` otherwise. If ``record`` is a
+    ``fn.outputs[0]`` must be a float scalar; every ``wrt`` value must be a
+    float input. Raises :class:`ShapeError` otherwise. If ``record`` is a
     list, a :class:`Step` per differentiated statement is appended to it.
     ``fn`` is not changed: the result shares its statements and values (no pass changes them).
+    The result returns ``(value, (grad_1, ..., grad_n))``.
     """
     out = fn.outputs[0]
     if out.dtype not in FLOATS or out.shape != ():
-        raise ShapeError(f"the output %{out.name}:{out.type_str()} must be a float scalar to take a gradient",
-                         fn.source_name, "reduce it with sum() or mean()")
-    for w in wrt:
-        if w.dtype not in FLOATS:
-            raise ShapeError(f"cannot differentiate with respect to %{w.name}:{w.type_str()}",
-                             fn.source_name, "only float inputs have gradients; remove it from wrt")
+        raise ShapeError(f"the output {out.name} ({out.type_str()}) must be a float scalar to take a gradient",
+                         fn.source_name, "reduce it with sum() or mean(), or ask for its vjp or jacobian")
+    return _reverse(fn, wrt, {id(out): None}, [out], record, _namer(fn))
+
+
+def vjp(fn: Function, wrt: list[Value]) -> Function:
+    """Reverse mode of every float output: ``fn`` with one cotangent input per float output
+    (``<output>_ct``, shaped like it, after the arguments) and the adjoint sweep; it returns the
+    outputs, then the cotangents of the ``wrt`` inputs (``Σ_k ct_kᵀ ∂y_k/∂w``), in order.
+
+    Raises :class:`ShapeError` for a ``wrt`` that is not a float input or no float output."""
+    namer = _namer(fn)
+    seeds = {id(o): Value(namer.fresh(f"{o.name}_ct"), o.dtype, o.shape) for o in fn.outputs if o.dtype in FLOATS}
+    if not seeds:
+        raise ShapeError("no output is a float: nothing to differentiate", fn.source_name)
+    result = _reverse(fn, wrt, seeds, list(fn.outputs), None, namer)
+    cts = [seeds[id(o)] for o in fn.outputs if id(o) in seeds]
+    result.inputs = list(fn.inputs) + cts
+    result.differentiated = False
+    return result
+
+
+def _namer(fn: Function) -> Namer:
+    """A namer that knows every name of ``fn``."""
     namer = Namer()
     for v in fn.inputs:
         namer.claim(v.name)
     for s in fn.stmts:
         namer.claim(s.out.name)
+    return namer
+
+
+def _reverse(fn: Function, wrt: list[Value], seeds: dict, outputs: list[Value], record, namer: Namer) -> Function:
+    """The adjoint sweep from ``seeds`` (output id -> its cotangent value, None: the constant 1),
+    returning ``outputs`` and then the gradients."""
+    for w in wrt:
+        if w.dtype not in FLOATS:
+            raise ShapeError(f"cannot differentiate with respect to %{w.name}:{w.type_str()}",
+                             fn.source_name, "only float inputs have gradients; remove it from wrt")
     b = Builder(namer, list(fn.stmts))
     b.adjoint = True
-    relevant = _relevant(fn, wrt)
+    outs = [o for o in fn.outputs if id(o) in seeds]
+    relevant = _relevant(fn, wrt, outs)
 
     # how many adjoint contributions each value will receive (to name them)
     fan_in: dict[int, int] = {}
@@ -102,7 +132,7 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
                 if id(a) in relevant:
                     fan_in[id(a)] = fan_in.get(id(a), 0) + 1
 
-    contribs: dict[int, list[Value]] = {id(out): [b.const(1.0, dtype=out.dtype)]}
+    contribs: dict[int, list[Value]] = {id(o): [seeds[id(o)] or b.const(1.0, dtype=o.dtype)] for o in outs}
     masks: dict[int, tuple | None] = {}     # value id -> (mask, taken) if its adjoint is masked
 
     def adjoint_of(v: Value) -> Value | None:
@@ -168,7 +198,7 @@ def grad(fn: Function, wrt: list[Value], record: list | None = None) -> Function
             gw = b.emit("expand", zero, w, name=f"{w.name}_bar") if w.shape else b.emit("alias", zero, name=f"{w.name}_bar")
             b.note = None
         grads.append(gw)
-    result = fn.replace(b.stmts, [out] + grads)
+    result = fn.replace(b.stmts, list(outputs) + grads)
     result.wrt = list(wrt)
     result.differentiated = True
     return result

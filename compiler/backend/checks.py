@@ -38,6 +38,10 @@ if "ArgumentError" not in globals():
         def __str__(self):
             return f"{self.args[0]}: the {self.args[1]} have shapes {self.args[2:]} (see SHAPES)"'''
 
+#: The functions that start with the checks of their arguments.
+ENTRY_POINTS = ("forward", "value_and_grad", "value_and_grad_into", "jvp", "vjp", "jacobian", "hvp", "hessian",
+                "value_grad_hessian")
+
 #: The checks are compiled once and called by each entry point (not inlined: compile time).
 _JIT = '@numba.njit(cache=True, error_model="numpy")'
 
@@ -90,24 +94,44 @@ def _checked_out(outputs: list[tuple[str, Value]]) -> str:
                            "The output arrays of value_and_grad_into, shaped like their arguments.")
 
 
-def definitions(inputs: list[Value], outputs: list[tuple[str, Value]] = ()) -> list[str]:
+def _checked_seeds(function: str, inputs: list[Value], seeds: list[Value]) -> str:
+    """``_checked_<function>(_where, <array arguments>, <array seeds>)``: the arguments and the seeds
+    (tangents shaped like their arguments, cotangents like their outputs) of a derivative's entry
+    point, symbolic dimensions consistent across both."""
+    arrays = [v for v in list(inputs) + list(seeds) if v.shape]
+    what = "arguments " + " ".join(v.name for v in arrays)
+    return _check_function(f"_checked_{function}", ["_where"] + [v.name for v in arrays], _conditions(arrays), what,
+                           [f"{v.name}.shape" for v in arrays],
+                           f"The array arguments and seeds of {function} against SHAPES: ArgumentError if not.")
+
+
+def definitions(inputs: list[Value], outputs: list[tuple[str, Value]] = (), seeded: dict | None = None) -> list[str]:
     """The module-level definitions the checks use (text blocks, each a top-level statement or
-    definition, for the module's helper section): none without array arguments.
+    definition, for the module's helper section): none without array arguments or seeds.
 
     ``inputs``: the module's arguments; ``outputs``: ``(name, argument)`` per output array of
-    ``value_and_grad_into`` (its parameters after the arguments), in order."""
-    if not any(v.shape for v in inputs):
+    ``value_and_grad_into`` (its parameters after the arguments), in order; ``seeded``: the seeds
+    (tangent or cotangent inputs) of each derivative entry point that takes them, by name."""
+    seeded = {f: seeds for f, seeds in (seeded or {}).items() if any(v.shape for v in seeds)}
+    if not any(v.shape for v in inputs) and not seeded:
         return []
-    return [ARGUMENT_ERROR, _checked(inputs)] + ([_checked_out(list(outputs))] if outputs else [])
+    return [ARGUMENT_ERROR] + ([_checked(inputs)] if any(v.shape for v in inputs) else []) \
+        + ([_checked_out(list(outputs))] if outputs else []) \
+        + [_checked_seeds(f, inputs, seeds) for f, seeds in seeded.items()]
 
 
-def entry_lines(function: str, params: list[str], inputs: list[Value], outputs: list[tuple[str, Value]] = ()) -> list[str]:
+def entry_lines(function: str, params: list[str], inputs: list[Value], outputs: list[tuple[str, Value]] = (),
+                seeds: list[Value] = ()) -> list[str]:
     """The lines that start the body of the function ``function(params)``: the checks, for the
     entry points ``forward``, ``value_and_grad`` and ``value_and_grad_into`` (whose ``params``
-    end with the names in ``outputs``); nothing for any other function (sweeps, ``_part_<k>``)
-    or without array arguments."""
+    end with the names in ``outputs``) and the derivatives' (``seeds``: the tangent or cotangent
+    parameters after the arguments of ``jvp``, ``vjp``, ``hvp``); nothing for any other function
+    (sweeps, ``_part_<k>``) or without array arguments."""
+    if any(v.shape for v in seeds):
+        arrays = [v.name for v in list(inputs) + list(seeds) if v.shape]
+        return [f"_checked_{function}({', '.join([repr(function)] + arrays)})"]
     arrays = [v.name for v in inputs if v.shape]
-    if function not in ("forward", "value_and_grad", "value_and_grad_into") or not arrays:
+    if function not in ENTRY_POINTS or not arrays:
         return []
     lines = [f"_checked({', '.join([repr(function)] + arrays)})"]
     if function == "value_and_grad_into" and outputs:
@@ -117,7 +141,7 @@ def entry_lines(function: str, params: list[str], inputs: list[Value], outputs: 
     return lines
 
 
-def calls(inputs: list[Value]) -> list[tuple[str, list[str], list[str], list[str]]]:
+def calls(inputs: list[Value], gradient: bool = True) -> list[tuple[str, list[str], list[str], list[str]]]:
     """The plain-Python functions ``_call_forward``, ``_call_value_and_grad`` and ``_failed`` as
     ``(name, params, docstring lines, body lines)``.
 
@@ -150,4 +174,4 @@ def calls(inputs: list[Value]) -> list[tuple[str, list[str], list[str], list[str
               ["if out is not None:",
                "    raise TypeError(\"value_and_grad: out= needs gradc; call value_and_grad_into\")",
                "return function(*args)"])
-    return [fwd, vg, failed]
+    return [fwd, vg, failed] if gradient else [fwd, failed]

@@ -27,9 +27,11 @@ from ..ir import DTYPE_NAMES, Function, Value
 from ..ops import OPS
 from ..options import Options
 from . import checks  # [call-safety] the entry points' argument checks, gradc's call functions
-from .emit import Printer, const_name, environment, family, known_dims, table_lines, tuple_text
+from . import derivatives
+from .emit import const_name, environment, family, known_dims, table_lines, tuple_text
 from .memory import plan_memory
 from .schedule import Loop, loop_reads, schedule
+from .sweep import _fresh_names, _Function, print_sweep
 
 CONTENT = "# content sha256: "
 
@@ -139,27 +141,6 @@ def label_classes(fn: Function) -> dict:
 
 
 # ---------------------------------------------------------------- sweeps
-def print_sweep(stmts, given: list[Value], names: dict, outputs, opts: Options, tables: dict, *,
-                owned=(), targets: dict | None = None) -> tuple[list[str], set, set]:
-    """The lines of one sweep, the ids of the ``outputs`` that are arrays it owns, and the ids of
-    the loop values it stores in arrays."""
-    known = known_dims(given, names)
-    items = schedule(stmts, outputs, fuse=opts.fuse, known_dims=set(known))
-    plan = plan_memory(items, outputs, given=given, owned=owned, targets=set(targets or ()))
-    lines = Printer(names, comments=opts.comments, tables=tables, known=known, targets=targets).sweep(items, plan)
-    return lines, plan.owned & {id(v) for v in outputs}, plan.stored
-
-
-def _fresh_names(base: list[str], taken: set) -> list[str]:
-    out = []
-    for name in base:
-        while name in taken:
-            name += "_"
-        taken.add(name)
-        out.append(name)
-    return out
-
-
 def _cheap(s) -> bool:
     """An elementwise array statement a loop computes without a kernel or C-library call."""
     op = OPS[s.op]
@@ -216,12 +197,19 @@ def _shape_donors(primal, adjoint, outputs, defined):
     return out
 
 
-class _Function:
-    """One function of the module: ``name(params)``, its docstring lines, body lines, decorator."""
+def _forward_doc(forward: Function, out_doc: str) -> list[str]:
+    if len(forward.outputs) == 1:
+        return [f"The value {out_doc} (the arguments: see the module's docstring)."]
+    return [f"The outputs ({', '.join(v.name for v in forward.outputs)}) (the arguments: see the module's docstring):"] \
+        + ["    " + _doc(v) for v in forward.outputs]
 
-    def __init__(self, name, params, doc, lines, jit=True, inline=False):
-        self.name, self.params, self.lines, self.jit, self.inline = name, list(params), lines, jit, inline
-        self.doc = [doc] if isinstance(doc, str) else doc
+
+def _own_forward(forward: Function, opts: Options, tables: dict, doc: list[str]) -> _Function:
+    """``forward``: a sweep of its own, returning the outputs (a tuple when there are several)."""
+    names = {id(v): v.name for v in forward.inputs}
+    lines, _, _ = print_sweep(forward.stmts, list(forward.inputs), names, forward.outputs, opts, tables)
+    return _Function("forward", [v.name for v in forward.inputs], doc,
+                     lines + [f"return {', '.join(names[id(v)] for v in forward.outputs)}"])
 
 
 def _shares_elements(item) -> bool:
@@ -241,17 +229,15 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
     adjoint = [s for s in full.stmts if s.adjoint]
     value, grads = full.outputs[0], full.outputs[1:]
     known = set(known_dims(full.inputs, {id(v): v.name for v in full.inputs}))
-    fwd_doc = [f"The value {out_doc} (the arguments: see the module's docstring)."]
+    fwd_doc = _forward_doc(forward, out_doc)
     taken = set(args) | {s.out.name for s in full.stmts} | {"_forward_sweep"}
     array_grads = [(w, g) for w, g in zip(full.wrt, grads) if w.shape]
     outs = _fresh_names([f"{w.name}_out" for w, _ in array_grads], taken)
 
     def own_forward(note: str) -> _Function:
-        names = {id(v): v.name for v in forward.inputs}
-        lines, _, _ = print_sweep(forward.stmts, list(forward.inputs), names, forward.outputs, opts, tables)
-        return _Function("forward", args, fwd_doc + ["", note], lines + [f"return {names[id(forward.outputs[0])]}"])
+        return _own_forward(forward, opts, tables, fwd_doc + ["", note])
 
-    if any(_shares_elements(item) for item in schedule(full.stmts, full.outputs, fuse=opts.fuse, known_dims=known)):
+    if len(forward.outputs) > 1 or any(_shares_elements(item) for item in schedule(full.stmts, full.outputs, fuse=opts.fuse, known_dims=known)):
         # a loop can compute adjoint statements from the forward values of the same element (a
         # re-rolled sum and its adjoint, Rosenbrock's terms and their scatters): one fused sweep,
         # each element computed once (measured: Rosenbrock n=1,000 3.7 us in two sweeps, 2.2 fused)
@@ -261,7 +247,8 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
                                       targets=targets)
             return ["# ---- forward and adjoint sweeps, fused: a loop may hold statements of both ----"] \
                 + lines, names
-        fns = [own_forward("Its own sweep: value_and_grad fuses the forward sweep with the adjoint sweep.")]
+        fns = [own_forward("Its own sweep: value_and_grad fuses the forward sweep with the adjoint sweep."
+                           if len(forward.outputs) == 1 else "Its own sweep: it returns more than the value.")]
     else:
         alone = plan_memory(schedule(primal, [value], fuse=opts.fuse, known_dims=known), [value], given=full.inputs)
         primal, adjoint, saved = rematerialize(primal, adjoint, [value] + grads, alone.stored)
@@ -385,32 +372,41 @@ def _split_functions(forward: Function, ref: Function, parts, opts: Options, tab
 
 def render_module(forward: Function, full: Function | None, *, version: str, source_text: str,
                   source_name: str, source_hash: str, model_name: str, params: dict,
-                  roles: dict[str, str], description: str = "", parts=(), options: Options = Options()) -> str:
+                  roles: dict[str, str], description: str = "", parts=(), derived=(),
+                  options: Options = Options()) -> str:
     """Render the generated module's text (see ``templates/module.j2``), sealed with its content
     hash on the second line.
 
-    ``forward``: the optimized forward function; ``full``: forward + adjoint (None when ``parts``:
-    a large sum split by :func:`gradc.pipeline.build`, see :attr:`gradc.pipeline.Artifact.parts`).
+    ``forward``: the optimized forward function (its ``wrt`` the module's); ``full``: forward +
+    adjoint (None when ``parts``: a large sum split by :func:`gradc.pipeline.build`, see
+    :attr:`gradc.pipeline.Artifact.parts`; None without ``value_and_grad``: a value that is not a
+    float scalar); ``derived``: the other derivatives (:class:`gradc.ad.derivatives.Derivative`).
     ``options.comments=False`` leaves the rules' notes out; ``description`` (free text) goes into
     the module docstring, escaped. Deterministic: the text depends only on the arguments.
     """
     tables: dict = {}
-    ref = full if full is not None else parts[0][1]          # the arguments, wrt, label classes
+    ref = full if full is not None else parts[0][1] if parts else forward    # arguments, wrt, label classes
     fulls = [full] if full is not None else [p[1] for p in parts]
     arg_docs = [_doc(v, roles.get(v.name, "")) for v in ref.inputs]
     out_doc = _doc(forward.outputs[0])
     if parts:
         fns = _split_functions(forward, ref, parts, options, tables, model_name, arg_docs, out_doc)
-    else:
+    elif full is not None:
         fns = _functions(forward, full, options, tables, model_name, arg_docs, out_doc)
+    else:
+        fns = [_own_forward(forward, options, tables, _forward_doc(forward, out_doc))]
+    for d in derived:
+        fns += derivatives.functions(d, options, tables, ref.inputs)
     # [call-safety] the argument checks first in each entry point; gradc's call functions last
     outs = [(o, w) for f in fns if f.name == "value_and_grad_into"
             for o, w in zip(f.params[len(ref.inputs):], [w for w in ref.wrt if w.shape])]
+    seeded = {d.kind: d.seeds for d in derived if d.sweep is None}
     for f in fns:
-        f.lines[:0] = checks.entry_lines(f.name, f.params, ref.inputs, outs)
-    fns += [_Function(*c, jit=False) for c in checks.calls(ref.inputs)]
+        f.lines[:0] = checks.entry_lines(f.name, f.params, ref.inputs, outs, seeded.get(f.name, ()))
+    fns += [_Function(*c, jit=False) for c in checks.calls(ref.inputs, gradient=any(f.name == "value_and_grad"
+                                                                                   for f in fns))]
     code = "\n".join(line for f in fns for line in f.lines)
-    used = [forward] + fulls + [p[0] for p in parts]
+    used = [forward] + fulls + [p[0] for p in parts] + [d.fn for d in derived]
     return seal(environment().get_template("module.j2").render(
         version=version,
         description=docstring_text(description),
@@ -424,8 +420,12 @@ def render_module(forward: Function, full: Function | None, *, version: str, sou
         wrt_names=tuple(v.name for v in ref.wrt),
         output_name=forward.outputs[0].name,
         params=params,
-        classes={k: v for f in fulls for k, v in label_classes(f).items()},
-        helpers=helpers(used, code) + table_lines(tables) + checks.definitions(ref.inputs, outs),  # [call-safety]
+        classes={k: v for f in [forward] + fulls for k, v in label_classes(f).items()},
+        output_names=tuple(v.name for v in forward.outputs),
+        derivatives=(("grad",) if fulls else ()) + tuple(d.kind for d in derived),
+        seeds={d.kind: tuple((v.name, v.shape, DTYPE_NAMES[v.dtype]) for v in d.seeds) for d in derived
+               if d.sweep is None},
+        helpers=helpers(used, code) + table_lines(tables) + checks.definitions(ref.inputs, outs, seeded),  # [call-safety]
         functions=fns,
         arg_docs=arg_docs,
         output_doc=out_doc,

@@ -6,7 +6,8 @@ Layout::
     [inputs]           X = { shape = ["batch", 64] }, y = { shape = ["batch"], dtype = "int64" }
     [params]           W1 = { shape = [64, 32], init = "glorot" }   (differentiated by default)
     [graph]            h = "tanh(X @ W1 + b1)"   (named assignments; any order, no cycles)
-    [output]           value = "loss", wrt = ["W1", ...] (optional; any float input or param)
+    [output]           value = "loss", wrt = ["W1", ...] (optional; any float input or param),
+                       outputs = ["scores", "probs"] (optional: graph entries forward also returns)
 
 Shapes list ints and symbolic dimension names; dtypes are ``float64`` (default),
 ``float32`` or ``int64`` (class labels, inputs only). ``init`` is one of ``zeros``,
@@ -279,9 +280,21 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
         raise SpecError("[output] needs value = \"<graph entry or expression>\"", places.at("output"))
     b.hint = "out"
     out = lowerer.lower(output["value"], place_of("output", "value"))
-    extra = sorted(set(output) - {"value", "wrt"})
+    extra = sorted(set(output) - {"value", "wrt", "outputs"})
     if extra:
-        raise SpecError(f"[output] has unknown key(s) {', '.join(extra)}", places.at("output"))
+        raise SpecError(f"[output] has unknown key(s) {', '.join(extra)}", places.at("output"),
+                        "allowed: value, outputs, wrt")
+    outputs = [out]
+    named = output.get("outputs", [])
+    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
+        raise SpecError("outputs must be a list of graph entry names", places.at("output", "outputs"),
+                        'for example outputs = ["scores", "probs"]')
+    for n in named:
+        if n not in env:
+            raise SpecError(f"outputs names '{n}', which is not a graph entry, input or parameter"[:200],
+                            places.at("output", "outputs"), "graph entries: " + ", ".join(graph)[:200])
+        if all(env[n] is not o for o in outputs):
+            outputs.append(env[n])
 
     by_name = {v.name: v for v in inputs + params}
     wrt_names = wrt if wrt is not None else output.get("wrt", [v.name for v in params])
@@ -301,7 +314,7 @@ def load_spec(text: str, filename: str = "<spec>", wrt=None) -> Lowered:
             raise SpecError(f"wrt names '{w}', an int64 input: labels have no gradient", where,
                             "remove it from wrt")
         wrt_vals.append(by_name[w])
-    fn = Function(model_name, inputs + params, b.stmts, [out], source_name=filename)
+    fn = Function(model_name, inputs + params, b.stmts, outputs, source_name=filename)
     lowered = Lowered(fn, wrt_vals, text, filename, model_name,
                       hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
                       _params_init(params_t, places), roles, description=description)

@@ -417,39 +417,56 @@ def _digest(expr) -> str:
 def lower(expr, args, wrt=None, name: str = "f") -> Lowered:
     """Lower a SymPy expression to the primal IR.
 
-    ``args`` (Symbols or MatrixSymbols) fix the generated functions' argument
+    ``expr``: an expression, a matrix expression or ``sympy.Matrix`` (an array output; a column
+    or row ``Matrix`` of explicit entries becomes a vector ``[m]``, a 1×1 one a scalar), or a tuple
+    of them (several outputs: ``forward`` returns them all, the first is the value that
+    ``value_and_grad``, ``jacobian`` and ``hessian`` differentiate; named ``f``, ``f_2``, ...
+    after ``name``). ``args`` (Symbols or MatrixSymbols) fix the generated functions' argument
     order; ``wrt`` (default: all args) the gradient's. Raises
     :class:`UnsupportedError` for unsupported classes or free symbols missing
     from ``args``.
     """
-    if isinstance(expr, sp.MatrixBase) and not isinstance(expr, sp.Basic):
-        expr = sp.ImmutableMatrix(expr)        # a mutable sympy.Matrix
-    if not isinstance(expr, sp.Basic):
-        raise UnsupportedError(f"expected a SymPy expression, got {type(expr).__name__}")
+    exprs = list(expr) if isinstance(expr, (tuple, list)) else [expr]
+    if not exprs:
+        raise UnsupportedError("expected a SymPy expression, got an empty tuple")
+    exprs = [sp.ImmutableMatrix(e) if isinstance(e, sp.MatrixBase) and not isinstance(e, sp.Basic) else e
+             for e in exprs]                    # a mutable sympy.Matrix
+    for e in exprs:
+        if not isinstance(e, sp.Basic):
+            raise UnsupportedError(f"expected a SymPy expression, got {type(e).__name__}")
+    expr = exprs[0] if len(exprs) == 1 else sp.Tuple(*exprs)
     if args is None:
         raise UnsupportedError("a SymPy expression needs args=[...] to fix the argument order", _show(expr))
     why = check_identifier(name)
     if why:                                # the name becomes the docstring's and the cache file's
         raise GradcError(f"name={name!r} is not allowed: {why}"[:300], "gradc.compile",
                          "name the function with a plain identifier such as f")
-    lw = _Lowerer(expr, list(args))
-    out = lw.run()
+    lw = _Lowerer(exprs[0], list(args))
+    outs = []
+    for e in exprs:
+        lw.expr = e
+        outs.append(lw.run())
     b = lw.b
     for s in b.stmts:
         if s.op not in ("lt", "le", "gt", "ge", "maximum", "minimum") and any(id(a) in lw.infs for a in s.args):
             raise UnsupportedError(f"oo is an operand of {s.op}", _show(expr),
                                    "oo is accepted only in comparisons (x < oo) and Max/Min")
-    if id(out) in lw.infs:
-        raise UnsupportedError("the expression's value is oo", _show(expr))
-    if out.shape and all(d == 1 for d in out.shape):
-        out = b.emit("item", out)
-    elif out.shape:
-        raise UnsupportedError(f"the expression is an array of shape {out.shape}, not a scalar", _show(expr),
-                               "reduce it to a scalar first, e.g. Trace(M), ones(1, m)*M*ones(n, 1) or a Sum")
-    if any(out is v for v in lw.inputs) or any(s.op == "const" and s.out is out for s in b.stmts):
-        out = b.emit("alias", out)
-    out.name = b.namer.fresh(name)
-    fn = Function(name, lw.inputs, b.stmts, [out], source_name="<sympy>")
+    outputs = []
+    for k, out in enumerate(outs):
+        if id(out) in lw.infs:
+            raise UnsupportedError("the expression's value is oo", _show(expr))
+        if out.shape and all(d == 1 for d in out.shape):
+            out = b.emit("item", out)
+        elif out.rank == 2 and 1 in out.shape:        # a column or row of explicit entries: a vector
+            packed = next((s for s in b.stmts if s.out is out and s.op == "pack"), None)
+            if packed is not None:
+                out = b.emit("pack", *packed.args, shape=(max(out.shape),))
+        if any(out is v for v in lw.inputs) or any(s.op == "const" and s.out is out for s in b.stmts) \
+                or any(out is o for o in outputs):
+            out = b.emit("alias", out)
+        out.name = b.namer.fresh(name if k == 0 else f"{name}_{k + 1}")
+        outputs.append(out)
+    fn = Function(name, lw.inputs, b.stmts, outputs, source_name="<sympy>")
     by_name = {v.name: v for v in lw.inputs}
     wrt_vals = []
     for w in (args if wrt is None else wrt):

@@ -8,6 +8,13 @@ An :class:`Op` entry holds everything about one op:
   adjoint (VJP) rule, emitting IR statements through the builder ``b``; ``g``
   is the cotangent of ``stmt.out``. ``None`` as the rule means the op is not
   differentiable (masks, labels); ``None`` in the list means no contribution;
+* ``jvp(b, stmt, tangents) -> tangent of stmt.out or None``: the forward-mode (JVP) rule;
+  ``tangents`` holds one tangent value per operand, None for a zero tangent. Most entries
+  need not write one: :func:`jvp_rule` derives it from the traits (``linear``: the op applied
+  to the tangents; ``elementwise``: the VJP rule applied to each tangent, since an
+  elementwise op's Jacobian is diagonal, ``g ⊙ ∂f/∂a`` either way). An op whose result has
+  no rule and is a float raises :class:`~gradc.errors.UnsupportedError` in forward mode
+  (:mod:`gradc.ad.forward`), never a zero;
 * ``note``: the rule in words, printed as a comment beside adjoint code; or a
   function ``note(stmt, pos) -> str`` giving one note per operand (matmul
   names its operands: ``∂L/∂W = ∂L/∂q xᵀ``);
@@ -73,6 +80,8 @@ class Op:
     fold: Callable | None = None
     #: helper functions its template calls (``helper_<name>`` macros of its family's template)
     helpers: tuple[str, ...] = ()
+    #: the forward-mode rule (see the module docstring), or None: derived by :func:`jvp_rule`
+    jvp: Callable | None = None
     # ---- traits
     #: acts element by element with broadcasting: a `where` mask passes through its VJP, and
     #: ``gradc explain`` shows its local derivatives
@@ -120,6 +129,10 @@ class Op:
     #: plain arithmetic, not a C library call (powc: 2 is ``x * x``); its macro reads them as
     #: ``o.op.forms`` (the printer passes the entry as ``o.op``)
     forms: tuple[tuple[float, str], ...] = ()
+    #: positions of the operands it is (jointly) linear in, the others giving only a shape or
+    #: labels (``expand(g, like)``: ``(0,)``); ``True``: all of them. Its JVP is the op applied
+    #: to the tangents (:func:`jvp_rule`)
+    linear: tuple[int, ...] | bool = ()
 
 
 OPS: dict[str, Op] = {}
@@ -147,6 +160,84 @@ def infer(op: str, args, attrs: dict, loc: str | None = None):
             raise ShapeError(f"{op}: {e.message}", loc, e.hint) from None
         raise
     return dtype, tuple(shape)
+
+
+# ------------------------------------------------------------ JVP rules from traits
+def jvp_rule(op: Op) -> Callable | None:
+    """The forward-mode rule of ``op``: its own ``jvp``, else one derived from its traits
+    (``linear``, or ``elementwise`` with a VJP rule), else None (no rule)."""
+    if op.jvp is not None:
+        return op.jvp
+    if op.linear:
+        return _linear_jvp
+    if op.elementwise and op.vjp is not None:
+        return _elementwise_jvp
+    return None
+
+
+def zero_jvp(b, s, ts):
+    """The JVP of an op whose result is locally constant (``sign``, an element count)."""
+    return None
+
+
+def like_out(b, t, s):
+    """``t`` broadcast to ``s.out``'s shape (a tangent of a broadcast operand)."""
+    return t if t.shape == s.out.shape else b.emit("expand", t, s.out)
+
+
+def zeros_like(b, v):
+    """A zero of ``v``'s dtype and shape (a scalar constant, or one broadcast to ``v``)."""
+    zero = b.const(0.0, dtype=v.dtype)
+    return b.emit("expand", zero, v, name="zeros") if v.shape else zero
+
+
+def _linear_jvp(b, s, ts):
+    """A linear op's JVP is the op itself applied to the tangents (zeros where there are none)."""
+    linear = OPS[s.op].linear
+    positions = range(len(s.args)) if linear is True else linear
+    if all(ts[i] is None for i in positions):
+        return None
+    args = list(s.args)
+    for i in positions:
+        args[i] = ts[i] if ts[i] is not None else zeros_like(b, s.args[i])
+    return b.emit(s.op, *args, **s.attr)
+
+
+def _elementwise_jvp(b, s, ts):
+    """An elementwise op's Jacobian is diagonal, so its VJP rule applied to a tangent ``t`` of
+    operand ``i`` gives ``t ⊙ ∂f/∂a_i`` (the JVP's term for that operand); the terms add up."""
+    total = None
+    for i, t in enumerate(ts):
+        if t is None:
+            continue
+        c = OPS[s.op].vjp(b, s, t)[i]
+        if c is None:
+            continue
+        c = like_out(b, c, s)
+        total = c if total is None else b.emit("add", total, c)
+    return total
+
+
+def reduction_jvp(axis_of: Callable) -> Callable:
+    """The JVP of an op each of whose result elements depends on one fiber of its operands along
+    the axis ``axis_of(stmt)`` (None: a scalar of the whole arrays), from its VJP rule: the VJP of
+    ones gives the weights ``∂y/∂x_i`` of every element, and the tangent is their weighted sum
+    ``Σ_i ∂y/∂x_i t_i`` along the fiber (pooling, log-sum-exp, the per-row losses, mse)."""
+    def rule(b, s, ts):
+        if all(t is None for t in ts):
+            return None
+        ones = b.const(1.0, dtype=s.out.dtype)
+        if s.out.shape:
+            ones = b.emit("expand", ones, s.out, name="ones")
+        weights = OPS[s.op].vjp(b, s, ones)
+        total = None
+        for t, w in zip(ts, weights):
+            if t is None or w is None:
+                continue
+            c = b.emit("sum", b.emit("mul", w, t), axis=axis_of(s))
+            total = c if total is None else b.emit("add", total, c)
+        return total
+    return rule
 
 
 # ------------------------------------------------------------ shared shape rules

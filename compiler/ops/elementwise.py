@@ -37,7 +37,7 @@ import math
 from fractions import Fraction
 
 from ..errors import ShapeError
-from . import Const, elementwise_float, need_float, register
+from . import Const, elementwise_float, need_float, register, zero_jvp
 
 
 def _reg(name, infer, vjp, note="", fold=None, helpers=(), **traits):
@@ -68,10 +68,10 @@ def libm(stmt) -> bool:
 #: templates/ops/elementwise.j2 reads them as ``o.op.forms``); any other calls the C library's pow.
 POWC_FORMS = ((2.0, "square"), (0.5, "sqrt"), (-1.0, "reciprocal"))
 
-_reg("const", _const_rule, None)
+_reg("const", _const_rule, None, jvp=zero_jvp)
 # `alias` names an existing value (`x_bar = q_bar`); renders as a plain binding, no copy.
 _reg("alias", lambda args, attrs: (args[0].dtype, args[0].shape), lambda b, s, g: [g],
-     elementwise=True, loop="alias", rollable=True, view=True)
+     elementwise=True, loop="alias", rollable=True, view=True, linear=(0,))
 
 # binary arithmetic (spelled as operators in specs: + - * / ** and unary -)
 _reg("add", elementwise_float, lambda b, s, g: [g, g],
@@ -138,7 +138,7 @@ _reg("relu", _unary,
      elementwise=True, loop=True, rollable=True, spelling="relu")
 _reg("abs", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sign", s.args[0], name="dabs"))],
      "abs: sign(x) (|x|'(0) = 0)", abs, elementwise=True, loop=True, rollable=True, spelling="abs")
-_reg("sign", _unary, None, fold=lambda x: float((x > 0) - (x < 0)),
+_reg("sign", _unary, None, fold=lambda x: float((x > 0) - (x < 0)), jvp=zero_jvp,
      elementwise=True, loop=True, spelling="sign")
 _reg("maximum", elementwise_float,
      lambda b, s, g: _route(b, b.emit("ge", s.args[0], s.args[1], name="maximum_mask"), g),

@@ -143,14 +143,47 @@ _reg("polygamma", _polygamma_rule,
      lambda b, s, g: [b.emit("mul", g, b.emit("polygamma", s.args[0], n=s.attr["n"] + 1))],
      "polygamma: polygamma(n + 1, x)", helpers=_HELPER + ("polygamma",),
      spelling="polygamma", consts=(Const("n", "int"),))
+def _vjp_jvp(b, s, ts, second):
+    """The JVP of ``f_vjp(g, x) = g f'(x)``: ``g' f'(x) + g f''(x) x'``."""
+    tg, tx = ts
+    g, x = s.args
+    terms = []
+    if tg is not None:
+        terms.append(b.emit(s.op, tg, x))
+    if tx is not None:
+        terms.append(b.emit("mul", b.emit("mul", g, second(b, x)), tx))
+    if not terms:
+        return None
+    total = terms[0] if len(terms) == 1 else b.emit("add", *terms)
+    return total if total.shape == s.out.shape else b.emit("expand", total, s.out)
+
+
+def _sinc2(b, x):
+    """sinc''(x) = -sinc(x) - 2 sinc'(x)/x, and its series -1/3 + x²/10 for |x| < 1e-3 (where the
+    formula divides by ~0; the series' next term x⁴/168 is below 1e-14 there)."""
+    d1 = b.emit("sinc_vjp", 1.0, x)
+    formula = b.emit("sub", b.emit("neg", b.emit("sinc", x)), b.emit("div", b.emit("mul", 2.0, d1), x))
+    series = b.emit("add", -1.0 / 3.0, b.emit("mul", 0.1, b.emit("mul", x, x)))
+    return b.emit("where", b.emit("lt", b.emit("abs", x), 1e-3), series, formula, name="d2sinc")
+
+
+def _lambertw2(b, x):
+    """W''(x) = -W'(x)² (2 + W)/(1 + W), from W' = exp(-W)/(1 + W) (differentiated once more)."""
+    w = b.emit("lambertw", x)
+    d1 = b.emit("lambertw_vjp", 1.0, x)
+    ratio = b.emit("div", b.emit("add", 2.0, w), b.emit("add", 1.0, w))
+    return b.emit("neg", b.emit("mul", b.emit("mul", d1, d1), ratio), name="d2lambertw")
+
+
 _reg("sinc", elementwise_float, lambda b, s, g: [b.emit("sinc_vjp", g, s.args[0])],
      "sinc: (x cos x - sin x)/x^2 (a series near 0; sinc(0) = 1, sinc'(0) = 0)", _sinc, _HELPER + ("sinc",),
      spelling="sinc")
-_reg("sinc_vjp", elementwise_float, None, helpers=_HELPER + ("sinc",))
+_reg("sinc_vjp", elementwise_float, None, helpers=_HELPER + ("sinc",), jvp=lambda b, s, ts: _vjp_jvp(b, s, ts, _sinc2))
 _reg("lambertw", elementwise_float, lambda b, s, g: [b.emit("lambertw_vjp", g, s.args[0])],
      "lambertw: W/(x(1 + W)) = exp(-W)/(1 + W) (1 + W from the series at the branch point -1/e)",
      helpers=_HELPER + ("lambertw",), spelling="lambertw")
-_reg("lambertw_vjp", elementwise_float, None, helpers=_HELPER + ("lambertw",))
+_reg("lambertw_vjp", elementwise_float, None, helpers=_HELPER + ("lambertw",),
+     jvp=lambda b, s, ts: _vjp_jvp(b, s, ts, _lambertw2))
 _reg("atan2", elementwise_float,
      lambda b, s, g: _atan2_vjp(b, s.args[0], s.args[1], g),
      "atan2(y, x): (x dy - y dx)/(x^2 + y^2) (jump across x < 0, y = 0: the a.e. derivative)",

@@ -45,10 +45,10 @@ def _unslice_rule(args, attrs):
 
 register("slice", _slice_rule,
          lambda b, s, g: [b.emit("unslice", g, s.args[0], **s.attr)],
-         "slice: pads the gradient with zeros", family="index", view=True)
+         "slice: pads the gradient with zeros", family="index", view=True, linear=(0,))
 register("unslice", _unslice_rule,
          lambda b, s, g: [b.emit("slice", g, **s.attr), None],
-         "unslice: slices the gradient", family="index", loop="scatter")
+         "unslice: slices the gradient", family="index", loop="scatter", linear=(0,))
 
 
 # ------------------------------------------------------------ single elements (issue 6: SymPy X[i, j], x[3])
@@ -86,11 +86,12 @@ def _pack_rule(args, attrs):
 
 register("element", _element_rule,
          lambda b, s, g: [b.emit("unelement", g, s.args[0], **s.attr)],
-         "element: scatters g into a zero array", family="index")
+         "element: scatters g into a zero array", family="index", linear=(0,))
 register("unelement", _unelement_rule,
          lambda b, s, g: [b.emit("element", g, **s.attr), None],
-         "unelement: reads the element of g", helpers=("unelement",), family="index")
+         "unelement: reads the element of g", helpers=("unelement",), family="index",
+         linear=(0,))
 # an array from scalars in C order (SymPy's explicit Matrix); its adjoint reads each element of g
 register("pack", _pack_rule,
          lambda b, s, g: [b.emit("element", g, index=idx) for idx in itertools.product(*map(range, s.out.shape))],
-         "pack: each entry gets its element of g", family="index")
+         "pack: each entry gets its element of g", family="index", linear=True)

@@ -80,15 +80,25 @@ def _matmul_note(s, pos):
 
 
 # spelled `a @ b` in specs; with an array result, BLAS writes a new array (or into `out`)
+def _bilinear_jvp(b, s, ts):
+    """``d(a ∘ b) = da ∘ b + a ∘ db`` for a product ∘ (matmul, outer)."""
+    (a, c), (ta, tc) = s.args, ts
+    terms = [b.emit(s.op, ta, c) if ta is not None else None, b.emit(s.op, a, tc) if tc is not None else None]
+    terms = [t for t in terms if t is not None]
+    return None if not terms else terms[0] if len(terms) == 1 else b.emit("add", *terms)
+
+
 register("matmul", _matmul_rule, _matmul_vjp, _matmul_note, family="linalg", symbol="@", fresh=True,
-         into="np.dot")
+         into="np.dot", jvp=_bilinear_jvp)
 register("transpose", _transpose_rule, lambda b, s, g: [b.emit("transpose", g)],
-         "transpose: transposes g", family="linalg", spelling="transpose", operands=("A",), view=True)
+         "transpose: transposes g", family="linalg", spelling="transpose", operands=("A",), view=True,
+         linear=(0,))
 register("outer", _outer_rule,
          lambda b, s, g: [b.emit("matmul", g, s.args[1]), b.emit("matmul", s.args[0], g)],
-         "outer: d(abᵀ) = G b, Gᵀ a", helpers=("outer",), family="linalg", into="_outer_into")
+         "outer: d(abᵀ) = G b, Gᵀ a", helpers=("outer",), family="linalg", into="_outer_into",
+         jvp=_bilinear_jvp)
 register("item", _item_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
-         "item: fills a 1x1 array with g", family="linalg")
+         "item: fills a 1x1 array with g", family="linalg", linear=(0,))
 
 
 # ------------------------------------------------------------ trace (issue 6: SymPy's Trace)
@@ -109,6 +119,6 @@ def _eye_rule(args, attrs):
 
 
 register("trace", _trace_rule, lambda b, s, g: [b.emit("eye", g, s.args[0])],
-         "trace: d tr(X) = g I", family="linalg")
+         "trace: d tr(X) = g I", family="linalg", linear=(0,))
 register("eye", _eye_rule, lambda b, s, g: [b.emit("trace", g), None],
-         "eye: the trace of G", family="linalg")
+         "eye: the trace of G", family="linalg", linear=(0,))

@@ -26,7 +26,10 @@ generated module (``templates/ops/loss.j2``).
 from __future__ import annotations
 
 from ..errors import ShapeError
-from . import broadcast, float_dtype, fmt, need_float, register
+from . import broadcast, float_dtype, fmt, need_float, reduction_jvp, register
+
+#: the JVP of a per-row loss of scores [n, k]: the weighted sum of the tangent along each row
+_ROWS = reduction_jvp(lambda s: 1)
 
 
 def _label_rule(args, attrs):
@@ -59,17 +62,35 @@ def _mse_vjp(b, s, g):
     return [d, b.emit("neg", d)]
 
 
+def _sce_vjp_jvp(b, s, ts):
+    """The JVP of ``softmax_cross_entropy_vjp(g, s, y) = G (P - onehot(y))`` (G = g broadcast
+    along the rows, P = softmax(s)): ``G' (P - onehot) + G dP`` with the softmax's JVP
+    ``dP = P ⊙ (s' - Σ_j P_j s'_j)`` (row by row)."""
+    tg, ts_, _ = ts
+    g, scores, y = s.args
+    total = b.emit(s.op, tg, scores, y) if tg is not None else None
+    if ts_ is None:
+        return total
+    lse = b.emit("logsumexp", scores, axis=1)
+    p = b.emit("exp", b.emit("sub", scores, b.emit("expand", lse, scores, axis=1)), name="softmax")
+    mean_t = b.emit("expand", b.emit("sum", b.emit("mul", p, ts_), axis=1), scores, axis=1)
+    dp = b.emit("mul", p, b.emit("sub", ts_, mean_t), name="dsoftmax")
+    term = b.emit("mul", b.emit("expand", g, scores, axis=1), dp)
+    return term if total is None else b.emit("add", total, term)
+
+
 register("pick", _label_rule, lambda b, s, g: [b.emit("pick_vjp", g, *s.args), None],
          "pick: scatters g into the picked entries", helpers=("pick",), family="loss",
-         spelling="pick", operands=("s", "y"))
-register("pick_vjp", _label_vjp_rule, None, helpers=("pick_vjp",), family="loss")
+         spelling="pick", operands=("s", "y"), linear=(0,))
+register("pick_vjp", _label_vjp_rule, None, helpers=("pick_vjp",), family="loss", linear=(0,))
 register("softmax_cross_entropy", _label_rule,
          lambda b, s, g: [b.emit("softmax_cross_entropy_vjp", g, *s.args), None],
          "softmax cross-entropy: g (softmax(s) - onehot(y))", helpers=("softmax_cross_entropy",),
-         family="loss", spelling="softmax_cross_entropy", operands=("s", "y"))
+         family="loss", spelling="softmax_cross_entropy", operands=("s", "y"), jvp=_ROWS)
 register("softmax_cross_entropy_vjp", _label_vjp_rule, None,
-         helpers=("softmax_cross_entropy_vjp",), family="loss")
-register("mse", _mse_rule, _mse_vjp, "mse: 2 (p - t) / n", family="loss", spelling="mse", operands=("p", "t"))
+         helpers=("softmax_cross_entropy_vjp",), family="loss", jvp=_sce_vjp_jvp)
+register("mse", _mse_rule, _mse_vjp, "mse: 2 (p - t) / n", family="loss", spelling="mse", operands=("p", "t"),
+         jvp=reduction_jvp(lambda s: None))
 
 
 # ------------------------------------------------------------ issue 3
@@ -91,5 +112,6 @@ register("binary_cross_entropy", _bce_rule, _bce_vjp,
          elementwise=True, spelling="binary_cross_entropy", operands=("logits", "y"))
 register("svm_hinge", _label_rule, lambda b, s, g: [b.emit("svm_hinge_vjp", g, *s.args), None],
          "svm hinge: g_i to each s_j with margin > 0, minus g_i per such j to s[i, y[i]] (margin 0 inactive)",
-         helpers=("svm_hinge",), family="loss", spelling="svm_hinge", operands=("scores", "y"))
-register("svm_hinge_vjp", _label_vjp_rule, None, helpers=("svm_hinge_vjp",), family="loss")
+         helpers=("svm_hinge",), family="loss", spelling="svm_hinge", operands=("scores", "y"), jvp=_ROWS)
+# linear in g; in the scores piecewise constant (the active margins change only at the hinge)
+register("svm_hinge_vjp", _label_vjp_rule, None, helpers=("svm_hinge_vjp",), family="loss", linear=(0,))

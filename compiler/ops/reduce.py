@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from . import Const, check_axis, float_dtype, fmt, need_float, register
+from . import Const, check_axis, float_dtype, fmt, like_out, need_float, reduction_jvp, register, zero_jvp
 
 #: ``axis=`` of sum, mean and logsumexp in specs: None reduces the whole array
 AXIS = Const("axis", "int", None)
@@ -92,17 +92,18 @@ def _expand_vjp(b, s, g):
 register("sum", _reduce_rule,
          lambda b, s, g: [b.emit("expand", g, s.args[0], axis=s.attr.get("axis"))],
          "sum: copies g to every summed element", helpers=("sum_axis",), family="reduce",
-         loop="reduce", spelling="sum", keywords=(AXIS,))
+         loop="reduce", spelling="sum", keywords=(AXIS,), linear=(0,))
 register("mean", _reduce_rule,
          lambda b, s, g: [b.emit("expand", b.emit("div", g, b.emit("size", s.args[0], axis=s.attr.get("axis"))),
                                  s.args[0], axis=s.attr.get("axis"))],
          "mean: copies g/n to every element", helpers=("sum_axis",), family="reduce",
-         spelling="mean", keywords=(AXIS,))
+         spelling="mean", keywords=(AXIS,), linear=(0,))
 register("sum_to", _sum_to_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
          "sum_to: broadcasts g back", helpers=("sum_axis",), family="reduce", loop="reduce",
-         view=True)
-register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce", loop="broadcast")
-register("size", _size_rule, None, family="reduce")
+         view=True, linear=(0,))
+register("expand", _expand_rule, _expand_vjp, "expand: sums g back", family="reduce", loop="broadcast",
+         linear=(0,))
+register("size", _size_rule, None, family="reduce", jvp=zero_jvp)
 
 
 # ------------------------------------------------------------ pooling and maxout (issue 3)
@@ -176,24 +177,75 @@ def _pool_vjp_with_result_rule(args, attrs):
     return _pool_vjp_rule([g, x], attrs)
 
 
+def _axis(s):
+    return s.attr.get("axis")
+
+
+def _weights_jvp(b, s, ts, c, by_ratio):
+    """The JVP of ``lp_pool_vjp(g, x, y) = G w`` (w = (x/Y)^(p-1), ``by_ratio``) and of
+    ``logavg_pool_vjp(g, x, y) = G w`` (w = exp(β(x - Y))/n), G and Y broadcast along the axis:
+    ``G' w + G dw``, with ``dw = (p - 1) w (x'/x - Y'/Y)`` (for x, y > 0, lp pooling's domain) and
+    ``dw = β w (x' - Y')``. The weights w are the op itself applied to ones."""
+    tg, tx, ty = ts
+    g, x, y = s.args
+    axis = s.attr["axis"]
+    total = b.emit(s.op, tg, x, y, **s.attr) if tg is not None else None
+    if tx is None and ty is None:
+        return total
+    w = b.emit(s.op, b.emit("expand", b.const(1.0, dtype=y.dtype), y, name="ones") if y.shape
+               else b.const(1.0, dtype=y.dtype), x, y, **s.attr, name="weights")
+    terms = []
+    if tx is not None:
+        terms.append(b.emit("div", tx, x) if by_ratio else tx)
+    if ty is not None:
+        big_y = b.emit("expand", y, x, axis=axis)
+        ty = b.emit("expand", ty, x, axis=axis)
+        terms.append(b.emit("neg", b.emit("div", ty, big_y) if by_ratio else ty))
+    rate = terms[0] if len(terms) == 1 else b.emit("add", *terms)
+    dw = b.emit("mul", b.emit("mul", c, w), rate)
+    c_term = b.emit("mul", b.emit("expand", g, x, axis=axis), dw)
+    return c_term if total is None else b.emit("add", total, c_term)
+
+
+def _maxout_jvp(b, s, ts):
+    """The tangent of the winning piece: ``Σ_q (w ⊙ t)[..., q m : (q + 1) m]`` with ``w`` the
+    routing of ones (1 at each winner)."""
+    (t,) = ts
+    if t is None:
+        return None
+    z, k = s.args[0], s.attr["k"]
+    m = s.out.shape[-1]
+    w = b.emit("maxout_vjp", b.emit("expand", b.const(1.0, dtype=s.out.dtype), s.out, name="ones"), z, k=k)
+    routed = b.emit("mul", w, t)
+    pieces = [b.emit("slice", routed, axis=z.rank - 1, start=q * m, stop=(q + 1) * m) if k > 1 else routed
+              for q in range(k)]
+    total = pieces[0]
+    for p in pieces[1:]:
+        total = b.emit("add", total, p)
+    return total
+
+
 register("max_pool", _pool_rule(), lambda b, s, g: [b.emit("max_pool_vjp", g, s.args[0], axis=s.attr["axis"])],
          "max_pool: routes g to the maximum (ties to the first)", helpers=("max_pool",), family="reduce",
-         spelling="max_pool", keywords=(POOL_AXIS,))
-register("max_pool_vjp", _pool_vjp_rule, None, helpers=("max_pool_vjp",), family="reduce")
+         spelling="max_pool", keywords=(POOL_AXIS,), jvp=reduction_jvp(_axis))
+# routing: linear in g; in x it is piecewise constant (the routing changes only at ties)
+register("max_pool_vjp", _pool_vjp_rule, None, helpers=("max_pool_vjp",), family="reduce", linear=(0,))
 register("lp_pool", _pool_rule("p"),
          lambda b, s, g: [b.emit("lp_pool_vjp", g, s.args[0], s.out, **s.attr)],
          "lp_pool: g (x_i / y)^(p-1)", helpers=("lp_pool",), family="reduce",
-         spelling="lp_pool", consts=(Const("p"),), keywords=(POOL_AXIS,))
-register("lp_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("lp_pool_vjp",), family="reduce")
+         spelling="lp_pool", consts=(Const("p"),), keywords=(POOL_AXIS,), jvp=reduction_jvp(_axis))
+register("lp_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("lp_pool_vjp",), family="reduce",
+         jvp=lambda b, s, ts: _weights_jvp(b, s, ts, s.attr["p"] - 1.0, by_ratio=True))
 register("logavg_pool", _pool_rule("beta"),
          lambda b, s, g: [b.emit("logavg_pool_vjp", g, s.args[0], s.out, **s.attr)],
          "logavg_pool: g softmax(beta x) = g exp(beta (x - y)) / n", helpers=("logavg_pool",), family="reduce",
-         spelling="logavg_pool", consts=(Const("beta"),), keywords=(POOL_AXIS,))
-register("logavg_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("logavg_pool_vjp",), family="reduce")
+         spelling="logavg_pool", consts=(Const("beta"),), keywords=(POOL_AXIS,), jvp=reduction_jvp(_axis))
+register("logavg_pool_vjp", _pool_vjp_with_result_rule, None, helpers=("logavg_pool_vjp",), family="reduce",
+         jvp=lambda b, s, ts: _weights_jvp(b, s, ts, s.attr["beta"], by_ratio=False))
 register("maxout", _maxout_rule, lambda b, s, g: [b.emit("maxout_vjp", g, s.args[0], k=s.attr["k"])],
          "maxout: routes g to the winning piece (ties to the first)", helpers=("maxout",), family="reduce",
-         spelling="maxout", operands=("z",), consts=(Const("k", "int"),))
-register("maxout_vjp", _maxout_vjp_rule, None, helpers=("maxout_vjp",), family="reduce")
+         spelling="maxout", operands=("z",), consts=(Const("k", "int"),), jvp=_maxout_jvp)
+register("maxout_vjp", _maxout_vjp_rule, None, helpers=("maxout_vjp",), family="reduce", linear=(0,))
 
 
 # ------------------------------------------------------------ log-sum-exp (issue 5: numerics)
@@ -208,4 +260,5 @@ def _logsumexp_vjp(b, s, g):
 # M + log1p(Σ_{i ≠ argmax} exp(x_i - M)) with M the (first) maximum: finite for any finite input,
 # and a dominant entry keeps the tiny rest that log(1 + 1e-30) would round away.
 register("logsumexp", _reduce_rule, _logsumexp_vjp, "logsumexp: g softmax(x) = g exp(x - y)",
-         helpers=("logsumexp",), family="reduce", spelling="logsumexp", keywords=(AXIS,))
+         helpers=("logsumexp",), family="reduce", spelling="logsumexp", keywords=(AXIS,),
+         jvp=reduction_jvp(_axis))

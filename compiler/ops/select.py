@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import ShapeError
-from . import broadcast, compare_rule, float_dtype, fmt, need_float, register
+from . import broadcast, compare_rule, float_dtype, fmt, like_out, need_float, register
 
 
 def _bool_rule(args, attrs):
@@ -36,4 +36,6 @@ register("logical_not", _bool_rule, None, family="select", elementwise=True, loo
 register("where", _where_rule,
          lambda b, s, g: [None, b.emit("where", s.args[0], g, 0.0), b.emit("where", s.args[0], 0.0, g)],
          "where: routes g to the taken branch", family="select",
-         elementwise=True, loop=True, spelling="where", operands=("cond", "a", "b"))
+         elementwise=True, loop=True, spelling="where", operands=("cond", "a", "b"),
+         jvp=lambda b, s, ts: None if ts[1] is None and ts[2] is None else like_out(
+             b, b.emit("where", s.args[0], 0.0 if ts[1] is None else ts[1], 0.0 if ts[2] is None else ts[2]), s))
