@@ -270,6 +270,14 @@ class Compiled:
         ``hessian`` as :meth:`hessian` returns it."""
         return self._derivative("value_grad_hessian")(*args, **kwargs)
 
+    def scipy(self, **fixed):
+        """A flat view of the model for SciPy's optimizers (:class:`gradc.optimize.Flat`): the
+        ``wrt`` arguments packed into one float64 vector (C order, in ``wrt`` order), the other
+        arguments fixed to ``fixed`` (by name); ``fun``, ``jac``, ``fun_and_jac``, ``hess``,
+        ``hessp``, and ``flatten``/``unflatten`` between a dict of arrays and the vector."""
+        from .optimize import Flat
+        return Flat(self, **fixed)
+
     def _seeded(self, kind, args, kwargs, seeds, word):
         call = self._derivative(kind)
         if seeds is None:
