@@ -24,9 +24,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import html
+import itertools
 import math
 import shutil
 import subprocess
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +69,8 @@ class Backprop:
     seed: int
     grads: list = field(default_factory=list)
     trace_path: Path | None = None
+    #: the source's lines (a spec's text), to name each node by the expression it comes from
+    source_lines: list = field(default_factory=list)
 
     def value(self, v: Value):
         return self.consts[id(v)] if id(v) in self.consts else self.values[v.name]
@@ -224,6 +228,12 @@ def backprop(source, at=(), *, wrt=None, dims: dict | None = None, batch: int = 
         raise GradcError(f"--batch {batch} must be at least 1")
     art = build(source, wrt=wrt, roll=False)        # every term of a long sum its own steps
     module, full, steps, local, consts = _trace_module(art)
+    known = sorted({d for shape in module.SHAPES.values() for d in shape if isinstance(d, str)})
+    for d in dims or {}:
+        if d not in known:
+            has = f"its symbolic dimensions are {', '.join(known)}" if known else "it has no symbolic dimensions"
+            raise GradcError(f"--dim {d}: {art.lowered.source_name} has no dimension {d!r}; {has}",
+                             hint="name a dimension of the spec's shapes, or leave --dim out")
     given = parse_at(at, module)
     bound = bind_dims(given, module, dict(dims or {}))
     for shape in module.SHAPES.values():
@@ -258,7 +268,7 @@ def backprop(source, at=(), *, wrt=None, dims: dict | None = None, batch: int = 
     used = sorted({d for shape in module.SHAPES.values() for d in shape if isinstance(d, str)})
     return Backprop(art.lowered.model_name, art.lowered.source_name, full, steps, local, values, consts,
                     point, [n for n in module.ARGS if n in given], {d: bound[d] for d in used}, seed,
-                    list(full.outputs[1:]), Path(module.__file__))
+                    list(full.outputs[1:]), Path(module.__file__), art.lowered.source_text.splitlines())
 
 
 # ------------------------------------------------------------------ formatting numbers
@@ -313,11 +323,93 @@ def _point_line(bp: Backprop, digits: int, wrap: bool = True) -> str:
     return line
 
 
-def explain_table(bp: Backprop, digits: int = 3) -> str:
+#: the binary operators of the spec language, by the ops they lower to
+_BINOPS = {ast.Add: ("add",), ast.Sub: ("sub",), ast.Mult: ("mul",), ast.Div: ("div",),
+           ast.Pow: ("pow", "powc"), ast.MatMult: ("matmul",)}
+
+
+def expression_of(bp: Backprop, stmt, limit: int = 36) -> str:
+    """The text of the spec expression ``stmt`` comes from (``mean(softmax_cross_entropy(scores, y))``
+    for ``loss_3``), read at its place ``file:line:col`` and abbreviated to ``limit`` characters;
+    "" when it cannot be found (a SymPy source, a statement the compiler added)."""
+    try:
+        _, line, col = (stmt.loc or "").rsplit(":", 2)
+        text = bp.source_lines[int(line) - 1]
+        col = int(col) - 1
+    except (ValueError, IndexError):
+        return ""
+    starts = [i for i in range(col) if text[i] in "\"'"]
+    if not starts:
+        return ""
+    begin = starts[-1] + 1
+    end = text.find(text[starts[-1]], col)
+    expr = text[begin:end if end >= 0 else len(text)]
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        return ""
+    here = [n for n in ast.walk(tree) if getattr(n, "col_offset", None) == col - begin
+            and getattr(n, "lineno", 0) == 1 and not isinstance(n, ast.expr_context)]
+    if not here:
+        return ""
+
+    def names(n) -> tuple:
+        if isinstance(n, ast.BinOp):
+            return _BINOPS.get(type(n.op), ())
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return ("neg",)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            return tuple(op for op, e in OPS.items() if n.func.id == e.spelling or n.func.id in e.aliases) + (n.func.id,)
+        return ()
+
+    # nested expressions of one op starting at one place, (a + b) + c, lower inner first
+    same = [t for t in bp.fn.stmts[:bp.fn.n_primal] if t.loc == stmt.loc and t.op == stmt.op]
+    k = next((i for i, t in enumerate(same) if t is stmt), 0)
+    matches = [n for n in reversed(here) if stmt.op in names(n)]
+    # no match: an op the compiler derived; the largest expression there
+    node = matches[min(k, len(matches) - 1)] if matches else here[0]
+    found = ast.get_source_segment(expr, node) or ""
+    return found if len(found) <= limit else found[:limit - 1] + "…"
+
+
+def fit_columns(head: list[str], rows: list[list[str]], width: int = 0, gap: int = 2) -> list[str]:
+    """The lines of a table of ``head`` and ``rows``, columns left-aligned; with ``width`` > 0 and a
+    table wider than that, the widest columns are narrowed (none below 10 characters or its
+    longest word of at most 21, an op's name) and their cells wrapped at spaces onto more lines."""
+    n = len(head)
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(n)]
+    if width > 0:                       # no column below 10, or below its longest word of at most 21 (an op)
+        words = [max((len(w) for r in rows for w in r[i].split() if len(w) <= 21), default=0) for i in range(n)]
+        least = [min(w, max(10, k)) for w, k in zip(widths, words)]
+        while sum(widths) + gap * (n - 1) > width:
+            i = max(range(n), key=lambda k: widths[k] - least[k])
+            if widths[i] <= least[i]:
+                break
+            widths[i] -= 1
+
+    def render(row: list[str]) -> list[str]:
+        cells = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] if len(c) > w else [c]
+                 for c, w in zip(row, widths)]
+        return [(" " * gap).join(c.ljust(w) for c, w in zip(parts, widths)).rstrip()
+                for parts in itertools.zip_longest(*cells, fillvalue="")]
+
+    lines = render(head) + [(" " * gap).join("-" * w for w in widths)]
+    for r in rows:
+        lines += render(r)
+    return lines
+
+
+def explain_table(bp: Backprop, digits: int = 3, width: int = 0) -> str:
     """The backprop table: one row per node and operand, nodes in reverse order (the adjoint
-    sweep's), then the inputs with their gradients."""
+    sweep's), then the inputs with their gradients. Each node is named by its IR name (as in
+    the generated code) and the spec expression it comes from.
+
+    ``width`` > 0 fits the text to that many columns: a table wider than that is split in two,
+    as pandas splits a wide frame, the nodes (value, upstream gradient) and then the
+    operands (local gradient, gradient sent down, rule), each with its cells wrapped to fit
+    (see :func:`fit_columns`)."""
     out = bp.output.name
-    head = ["node", "op", "value", f"upstream ∂{out}/∂node", "operand", "local ∂node/∂operand",
+    head = ["node", "expression", "op", "value", f"upstream ∂{out}/∂node", "operand", "local ∂node/∂operand",
             "gradient", "rule"]
     rows = []
     for step in bp.steps:
@@ -330,24 +422,34 @@ def explain_table(bp: Backprop, digits: int = 3) -> str:
             if c is None:
                 continue
             loc = bp.local.get((id(s), pos))
-            cells = [s.out.name, s.op, fmt_value(bp.value(s.out), digits), up] if first else [""] * 4
-            rows.append(cells + [arg.name, "—" if loc is None else fmt_value(bp.value(loc), digits),
-                                 fmt_value(bp.value(c), digits), note_of(s, pos)])
+            rows.append([s.out.name if first else "", expression_of(bp, s) if first else "", s.op if first else "",
+                         fmt_value(bp.value(s.out), digits) if first else "", up if first else "",
+                         arg.name, "—" if loc is None else fmt_value(bp.value(loc), digits),
+                         fmt_value(bp.value(c), digits), note_of(s, pos)])
             first = False
     grads = {id(w): g for w, g in zip(bp.fn.wrt, bp.grads)}
     for v in bp.fn.inputs:
         g = grads.get(id(v))
-        rows.append([v.name, "input", fmt_value(bp.point[v.name], digits),
+        rows.append([v.name, "", "input", fmt_value(bp.point[v.name], digits),
                      "—" if g is None else fmt_value(bp.value(g), digits), "", "", "", ""])
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()   # noqa: E731
+    keep = [i for i in range(len(head)) if i != 1 or any(r[1] for r in rows)]   # no source text: SymPy
     lines = [f"backprop of {bp.model_name} ({bp.source_name}) {_point_line(bp, digits)}",
              f"upstream = ∂{out}/∂node, the gradient arriving from above;",
              "local    = ∂node/∂operand, the op's rule at a unit upstream gradient (— for a Jacobian: see the rule);",
              "gradient = upstream × local, sent down to the operand (an operand feeding several nodes sums them).",
-             "", fmt(head), fmt(["-" * w for w in widths])]
-    lines += [fmt(r) for r in rows]
-    return "\n".join(lines)
+             ""]
+    lines = "\n".join(lines).split("\n")
+    table = fit_columns([head[i] for i in keep], [[r[i] for i in keep] for r in rows])
+    if width <= 0 or max(map(len, table)) <= width:
+        return "\n".join(lines + table)
+    lines = [part for line in lines for part in (textwrap.wrap(line, width, subsequent_indent="    ")
+                                                 if len(line) > width else [line])]
+    nodes = [i for i in keep if i < 5]
+    node_rows = [[r[i] for i in nodes] for r in rows if r[2]]
+    edge_rows = [[r[i] for i in (0, 5, 6, 7, 8)] for r in rows if r[5]]
+    return "\n".join(lines + fit_columns([head[i] for i in nodes], node_rows, width) + [
+        "", "gradients sent down to each node's operands:", ""]
+        + fit_columns([head[i] for i in (0, 5, 6, 7, 8)], edge_rows, width))
 
 
 # ------------------------------------------------------------------ the graph
@@ -364,11 +466,21 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+#: graphs with more ops than this are laid out top to bottom, their ops grouped by spec line
+LARGE_GRAPH = 12
+
+
 def graph_dot(bp: Backprop, digits: int = 3) -> str:
     """The computational graph as Graphviz DOT, like the lecture figures: one node per IR op
     (inputs too), each edge labelled with the value flowing forward (green, above) and the
-    gradient flowing back along it (red, below)."""
+    gradient flowing back along it (red, below).
+
+    A small graph runs left to right, as the lecture figures do; a large one (more than
+    :data:`LARGE_GRAPH` ops) runs top to bottom, with the ops of each spec line in a box
+    labelled with that line and array summaries on two lines, so that it stays readable on
+    a screen."""
     primal = bp.fn.stmts[:bp.fn.n_primal]
+    large = sum(s.op != "const" for s in primal) > LARGE_GRAPH
     contrib = {}
     for step in bp.steps:
         for pos, c in enumerate(step.contribs):
@@ -378,28 +490,40 @@ def graph_dot(bp: Backprop, digits: int = 3) -> str:
     lines = [f"digraph {_q(bp.model_name)} {{",
              "  // " + safe_name(f"gradc show --stage graph: {bp.source_name} {point}"),
              "  // edges: forward value (green, above), gradient of the output (red, below)",
-             "  rankdir=LR;",
+             f"  rankdir={'TB' if large else 'LR'};",
              '  node [shape=ellipse, fontname="Helvetica", fontsize=11];',
              '  edge [fontname="Helvetica", fontsize=10];']
 
     def node_id(v: Value) -> str:
         return _q("n_" + v.name)
 
+    def cell(text: str) -> str:
+        parts = text.split(" mean ", 1) if large else [text]     # "[3,10]" over "mean ... min ... max ..."
+        return "<br/>".join(html.escape(p) for p in ([parts[0], "mean " + parts[1]] if len(parts) == 2 else parts))
+
     def edge(src: Value, dst: str, grad_text: str | None) -> str:
-        top = f'<font color="#1b7a1b">{html.escape(fmt_value(bp.value(src), digits))}</font>'
-        label = top if grad_text is None else f'{top}<br/><font color="#c0262d">{html.escape(grad_text)}</font>'
+        top = f'<font color="#1b7a1b">{cell(fmt_value(bp.value(src), digits))}</font>'
+        label = top if grad_text is None else f'{top}<br/><font color="#c0262d">{cell(grad_text)}</font>'
         return f"  {node_id(src)} -> {dst} [label=<{label}>];"
 
     for v in bp.fn.inputs:
         shape = "" if not v.shape else " " + _shape_txt(v.shape)
         lines.append(f"  {node_id(v)} [label={_q(v.name + shape)}, shape=plaintext];")
+    clusters: dict = {}
     for s in primal:
         if s.op == "const":
-            lines.append(f"  {node_id(s.out)} [label={_q(fmt_num(float(s.attr['value']), digits))}, shape=plaintext];")
-            continue
-        sym = _symbol(s, digits)
-        label = _q(sym + "\n" + s.out.name)
-        lines.append(f"  {node_id(s.out)} [label={label}];")
+            text = f"  {node_id(s.out)} [label={_q(fmt_num(float(s.attr['value']), digits))}, shape=plaintext];"
+        else:
+            text = f"  {node_id(s.out)} [label={_q(_symbol(s, digits) + chr(10) + s.out.name)}];"
+        line = _spec_line(bp, s) if large else None
+        if line is None:
+            lines.append(text)
+        else:
+            clusters.setdefault(line, []).append(text)
+    for k, (line, members) in enumerate(clusters.items()):
+        lines += [f"  subgraph cluster_{k} {{",
+                  f"    label={_q(line)}; labeljust=l; style=rounded; color=gray60; fontname=\"Courier\";"]
+        lines += ["  " + m for m in members] + ["  }"]
     for s in primal:
         for pos, a in enumerate(s.args):
             c = contrib.get((id(s), pos))
@@ -409,6 +533,15 @@ def graph_dot(bp: Backprop, digits: int = 3) -> str:
     lines.append(edge(out, _q("out"), "1"))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _spec_line(bp: Backprop, stmt) -> str | None:
+    """``file:line: the line's text`` of the spec line ``stmt`` comes from, or None."""
+    try:
+        name, line, _ = (stmt.loc or "").rsplit(":", 2)
+        return f"{name}:{line}: {bp.source_lines[int(line) - 1].strip()}"
+    except (ValueError, IndexError):
+        return None
 
 
 def write_graph(dot_text: str, path: Path) -> None:

@@ -65,7 +65,8 @@ def write_atomic(path: Path, text: str) -> bool:
     """Write ``text`` to ``path`` via a temporary file in the same folder and a rename.
 
     Leaves an identical existing file untouched (keeping Numba's cache valid).
-    Returns True if the file was (re)written.
+    Returns True if the file was (re)written. The file gets the permissions of any new file
+    (0666 less the umask), not the 0600 of the temporary file.
     """
     path = Path(path)
     try:
@@ -76,6 +77,8 @@ def write_atomic(path: Path, text: str) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -84,6 +87,13 @@ def write_atomic(path: Path, text: str) -> bool:
             os.unlink(tmp)
         raise
     return True
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 _LOADED: dict[Path, tuple[int, int, object]] = {}

@@ -39,13 +39,13 @@ def table(text: str) -> list[dict]:
     spans = [(m.start(), m.end()) for m in re.finditer(r"-+", lines[k])]
     spans = [(a, spans[i + 1][0] if i + 1 < len(spans) else None) for i, (a, _) in enumerate(spans)]
     head = [lines[k - 1][a:b].strip() for a, b in spans]
-    keys = ["node", "op", "value", "upstream", "operand", "local", "gradient", "rule"]
+    keys = ["node", "expression", "op", "value", "upstream", "operand", "local", "gradient", "rule"]
     assert [h.split(" ")[0] for h in head] == keys, head
     rows, last = [], {}
     for line in lines[k + 1:]:
         cells = dict(zip(keys, (line[a:b].strip() for a, b in spans)))
         if not cells["node"]:
-            cells.update({key: last[key] for key in ("node", "op", "value", "upstream")})
+            cells.update({key: last[key] for key in ("node", "expression", "op", "value", "upstream")})
         rows.append(cells)
         last = cells
     return rows
@@ -388,3 +388,59 @@ def test_number_formats():
     assert fmt_value(np.arange(6.0)) == "[6] mean 2.500 min 0 max 5"
     assert fmt_value(np.arange(6)) == "[6] [0, 1, 2, 3, ...]"
     assert fmt_value(np.array([True, False, True, True, False])) == "[5] 3 of 5 true"
+
+
+# ------------------------------------------------------------------ names from the spec, terminal width
+def test_rows_name_the_spec_expression_they_come_from(capsys):
+    code, out, _ = run(capsys, "explain", EX / "mlp_digits.toml")
+    assert code == 0
+    rows = table(out)
+    expr = {r["node"]: r["expression"] for r in rows}
+    assert expr["h"] == "tanh(X @ W1 + b1)" and expr["h_3"] == "X @ W1 + b1" and expr["h_2"] == "X @ W1"
+    assert expr["scores"] == "h @ W2 + b2" and expr["scores_2"] == "h @ W2"
+    assert expr["loss_2"] == "softmax_cross_entropy(scores, y)"
+    assert expr["loss_4"] == "W1 ** 2" and expr["loss_7"] == "sum(W2 ** 2)"
+    assert expr["loss_9"] == "1e-4 * (sum(W1 ** 2) + sum(W2 ** 2))"
+    assert expr["loss_3"].startswith("mean(softmax_cross_entropy(") and expr["loss_3"].endswith("…")
+    assert expr["X"] == "" and row(rows, "X")["op"] == "input"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_explain_fits_the_width(capsys, width):
+    code, out, _ = run(capsys, "explain", EX / "mlp_digits.toml", "--width", width)
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= width
+    assert "gradients sent down to each node's operands:" in out        # split in two tables
+    for text in ("softmax_cross_entropy", "∂L/∂W2", "loss_9", "W2ᵀ", "1.00e-04"):
+        assert text in out
+    code, wide, _ = run(capsys, "explain", EX / "mlp_digits.toml", "--width", 0)
+    assert max(len(line) for line in wide.splitlines()) > 200 and "gradients sent down" not in wide
+
+
+def test_explain_uses_the_terminal_width_only_on_a_terminal(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "90")
+    _, piped, _ = run(capsys, "explain", EX / "mlp_digits.toml")         # capsys: not a terminal
+    assert max(len(line) for line in piped.splitlines()) > 200
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    _, term, _ = run(capsys, "explain", EX / "mlp_digits.toml")
+    assert max(len(line) for line in term.splitlines()) <= 90
+
+
+def test_unknown_dim_names_the_spec_dims(capsys):
+    code, out, err = run(capsys, "explain", EX / "mlp_digits.toml", "--dim", "foo=3")
+    assert code == 2 and out == ""
+    assert "--dim foo: mlp_digits.toml has no dimension 'foo'; its symbolic dimensions are batch" in err
+    code, _, err = run(capsys, "show", EX / "seed_add_mul.toml", "--stage", "graph", "--dim", "batch=3")
+    assert code == 2 and "it has no symbolic dimensions" in err
+
+
+def test_large_graph_runs_top_to_bottom_in_spec_line_clusters(capsys):
+    code, dot, _ = run(capsys, "show", EX / "mlp_digits.toml", "--stage", "graph")
+    assert code == 0 and "rankdir=TB;" in dot
+    labels = re.findall(r"subgraph cluster_\d+ \{\n    label=\"(.*?)\";", dot)
+    assert labels == ['mlp_digits.toml:19: h = \\"tanh(X @ W1 + b1)\\"', 'mlp_digits.toml:20: scores = \\"h @ W2 + b2\\"',
+                      'mlp_digits.toml:21: loss = \\"mean(softmax_cross_entropy(scores, y)) + 1e-4 * '
+                      '(sum(W1 ** 2) + sum(W2 ** 2))\\"']
+    assert "[3,10]<br/>mean " in dot                                       # summaries on two lines
+    code, small, _ = run(capsys, "show", EX / "seed_add_mul.toml", "--stage", "graph", *ADD_MUL)
+    assert "rankdir=LR;" in small and "subgraph" not in small             # the lecture figures' layout
