@@ -17,6 +17,11 @@ class GradcheckReport(dict):
         return "\n".join(f"{k:>16}: max rel. error {v:.2e}" for k, v in self.items())
 
 
+def _value(out) -> float:
+    """The value among ``forward``'s outputs (the first, when it returns several: ``OUTPUTS``)."""
+    return float(out[0] if isinstance(out, tuple) else out)
+
+
 def _rel(a: float, n: float, floor: float = 1e-6) -> float:
     """|a − n| / max(|a|, |n|, floor): relative, but absolute for entries near zero,
     where finite differences carry only round-off."""
@@ -46,7 +51,7 @@ def gradcheck(compiled, *args, eps: float = 1e-6, max_elems: int = 40, seed: int
     rng = np.random.default_rng(seed)
     value, grads = module.value_and_grad(*args)
     report = GradcheckReport()
-    report["value"] = _rel(float(value), float(module.forward(*args)))
+    report["value"] = _rel(float(value), _value(module.forward(*args)))
     if any(_is_float32(a) for a in args):
         args = tuple(np.asarray(a, dtype=np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32
                      else float(a) if isinstance(a, np.floating) else a for a in args)
@@ -69,7 +74,7 @@ def gradcheck(compiled, *args, eps: float = 1e-6, max_elems: int = 40, seed: int
                 xi = pert.reshape(arr.shape) if arr.shape else float(pert[0])
                 call = list(args)
                 call[i] = xi
-                vals.append(float(module.forward(*call)))
+                vals.append(_value(module.forward(*call)))
             numeric = (vals[0] - vals[1]) / (2 * h)
             worst = max(worst, _rel(float(g.reshape(-1)[j]), numeric))
         report[wname] = worst

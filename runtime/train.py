@@ -236,7 +236,8 @@ def evaluate(compiled, params: dict, data: dict) -> float:
     """The compiled function's value (``forward``) on all of ``data`` at once."""
     data = _check_data(compiled, params, data, where="evaluate")
     batch = {k: np.ascontiguousarray(v) for k, v in data.items()}
-    return float(compiled.forward(*_call_args(compiled, batch, params)))
+    out = compiled.forward(*_call_args(compiled, batch, params))
+    return float(out[0] if isinstance(out, tuple) else out)      # the value: the first of several outputs
 
 
 def _snapshot(params: dict) -> dict:
