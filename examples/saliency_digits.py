@@ -60,22 +60,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"saliency of {len(c)} test images: |S_c(I0+d) - S_c(I0) - w.d| <= "
           f"{np.max(np.abs(change - np.sum(w * d, axis=1))):.1e} for |d| ~ 1e-6")
 
+    prob = np.exp(scores[pick] - scores[pick].max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
     cols = 4                                         # image / saliency pairs per row
     nrows = -(-len(c) // cols)
-    fig = Figure(figsize=(2.6 * cols, 1.45 * nrows + 0.5), dpi=100)
+    fig = Figure(figsize=(2.9 * cols + 1.2, 1.75 * nrows + 0.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, 2 * cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
+    top = float(sal.max()) or 1.0                    # one scale for every saliency map: comparable
     for k in range(len(c)):
         r, q = divmod(k, cols)
         pred = int(np.argmax(scores[pick[k]]))
-        axes[r, 2 * q].imshow(X[k].reshape(8, 8), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 2 * q].set_title(f"digit {c[k]}" + ("" if pred == c[k] else f" (pred. {pred})"), fontsize=9)
-        axes[r, 2 * q + 1].imshow(sal[k].reshape(8, 8), cmap="hot", interpolation="nearest")
+        image = axes[r, 2 * q].imshow(X[k].reshape(8, 8), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 2 * q].set_title(f"class {c[k]}: p={prob[k, c[k]]:.2f}"
+                                 + ("" if pred == c[k] else f"\n(predicted {pred})"), fontsize=9)
+        heat = axes[r, 2 * q + 1].imshow(sal[k].reshape(8, 8), cmap="hot", vmin=0, vmax=top,
+                                         interpolation="nearest")
         axes[r, 2 * q + 1].set_title(rf"$|\partial S_{c[k]} / \partial I|$", fontsize=9)
-    fig.suptitle(r"test images and saliency maps $|\partial S_c / \partial I|$ of their class $c$", fontsize=11)
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes[:, 0::2].ravel().tolist(), shrink=0.8, location="left", pad=0.02,
+                 label="pixel intensity")
+    fig.colorbar(heat, ax=axes[:, 1::2].ravel().tolist(), shrink=0.8, pad=0.02,
+                 label=r"saliency $|\partial S_c / \partial I|$")
+    fig.suptitle(r"test images (title: class $c$ and the classifier's $p(c \mid I)$) and the saliency maps "
+                 r"$|\partial S_c / \partial I|$ of their class", fontsize=11)
     out = _digits.out_dir(a.out) / "saliency_digits.png"
     fig.savefig(out)
     print(f"wrote {out}")

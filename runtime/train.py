@@ -22,7 +22,7 @@ from gradc.errors import GradcError
 from .optim import OPTIMIZERS, SGD, Optimizer
 
 __all__ = ["History", "TrainingError", "CheckpointError", "StepLR", "CosineLR", "SCHEDULES", "train",
-           "evaluate", "save_checkpoint", "load_checkpoint", "save_loss_curve", "SGD", "Optimizer"]
+           "evaluate", "save_checkpoint", "load_checkpoint", "save_loss_curve", "loss_figure", "SGD", "Optimizer"]
 
 
 class TrainingError(GradcError, ValueError):
@@ -485,34 +485,57 @@ def load_checkpoint(path, compiled, *, with_extra: bool = False):
     return (out, meta.get("extra", {})) if with_extra else out
 
 
+_STYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*")
+
+
 def save_loss_curve(history, path, *, title: str | None = None, logy: bool = True):
     """Plot loss curves to a PNG file with matplotlib (Agg, no display needed).
 
     ``history``: a :class:`History` or list of per-epoch losses (its
     validation losses, if any, are drawn dashed), or a dict ``{label:
-    history}`` for several curves in one plot. ``logy`` uses a logarithmic
+    history}`` for several curves in one plot, each with its own colour, line style and
+    marker. ``logy`` uses a logarithmic
     loss axis when all losses are positive. Returns the path written, or None
     (with a message on stderr) when matplotlib is not installed.
     """
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        fig = loss_figure(history, title=title, logy=logy)
     except ImportError:
         print(f"save_loss_curve: matplotlib is not installed (pip install matplotlib, or gradc[examples]); "
               f"skipped {path}", file=sys.stderr)
         return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+def loss_figure(history, *, title: str | None = None, logy: bool = True):
+    """The matplotlib ``Figure`` (Agg canvas, no display needed) that :func:`save_loss_curve`
+    saves, to show or change before saving (``fig.axes[0]``). Raises ImportError without matplotlib."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     curves = history if isinstance(history, dict) else {"training loss": history}
     fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     positive = True
-    for label, h in curves.items():
+    for k, (label, h) in enumerate(curves.items()):
         losses = [float(v) for v in h]
-        (line,) = ax.plot(range(1, len(losses) + 1), losses, label=label, linewidth=1.6)
+        # several curves: each its own line style and marker too, so that curves which overlap
+        # (momentum and Nesterov) or colours that look alike stay apart
+        every = max(1, len(losses) // 8)             # markers offset per curve: they do not cover each other
+        style = {} if len(curves) == 1 else {
+            "linestyle": _STYLES[k % len(_STYLES)], "marker": _MARKERS[k % len(_MARKERS)],
+            "markevery": (k % every, every), "markersize": 5}
+        (line,) = ax.plot(range(1, len(losses) + 1), losses, label=label, linewidth=1.6, **style)
         positive &= all(v > 0 for v in losses if math.isfinite(v))
         val = getattr(h, "val_loss", None)
         if val:
-            ax.plot(range(1, len(val) + 1), val, linestyle="--", color=line.get_color(),
+            ax.plot(range(1, len(val) + 1), val, linestyle="--" if len(curves) == 1 else line.get_linestyle(),
+                    alpha=1.0 if len(curves) == 1 else 0.5, color=line.get_color(),
                     label=f"{label} (validation)" if len(curves) > 1 else "validation loss", linewidth=1.2)
             positive &= all(v > 0 for v in val if math.isfinite(v))
         best = getattr(h, "best_epoch", None)
@@ -529,7 +552,4 @@ def save_loss_curve(history, path, *, title: str | None = None, logy: bool = Tru
         ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     else:
         ax.legend()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
-    return path
+    return fig

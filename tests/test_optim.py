@@ -14,7 +14,7 @@ from conftest import compiled
 import gradc
 from gradc.runtime import (OPTIMIZERS, AdaGrad, Adam, CheckpointError, CosineLR, DeltaBarDelta, History,
                            Momentum, RMSProp, SGD, StepLR, TrainingError, evaluate, load_checkpoint,
-                           save_checkpoint, save_loss_curve, train)
+                           loss_figure, save_checkpoint, save_loss_curve, train)
 
 # f(θ) = ½ Σ aᵢ (θᵢ − cᵢ)², ∂f/∂θᵢ = aᵢ (θᵢ − cᵢ); an array parameter and a scalar one
 A = [1.0, 4.0, 0.25]
@@ -268,6 +268,19 @@ def test_save_loss_curve_writes_a_png(linear, tmp_path):
     for target, hist in ((tmp_path / "one.png", h), (tmp_path / "sub" / "two.png", {"a": h, "b": [3.0, 2.0, 1.0]})):
         assert save_loss_curve(hist, target) == target
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_several_curves_have_distinct_line_styles_and_markers():
+    pytest.importorskip("matplotlib")
+    curves = {name: [1.0, 0.5, 0.25, 0.2] for name in OPTIMIZERS}         # identical: they overlap
+    curves["nesterov"] = [1.0, 0.5, 0.25, 0.2]
+    lines = loss_figure(curves).axes[0].get_lines()
+    assert len(lines) == len(curves)
+    styles = [(line.get_linestyle(), line.get_marker()) for line in lines]
+    assert len(set(styles)) == len(styles), styles
+    assert len({line.get_linestyle() for line in lines}) >= 4
+    single = loss_figure([1.0, 0.5]).axes[0].get_lines()
+    assert single[0].get_linestyle() == "-" and single[0].get_marker() in ("None", "", None)
 
 
 def test_save_loss_curve_without_matplotlib(tmp_path, monkeypatch, capsys):
