@@ -165,3 +165,34 @@ def test_printer_reads_the_powc_forms_from_the_entry(monkeypatch):
                       'out = "x ** 3"', "[output]", 'value = "out"', 'wrt = ["x"]'])
     code = build(spec).code
     assert re.search(r"^ +out = x \* x$", code, re.M), code
+
+
+#: ops whose result is a mask: no tangent at all
+MASKS = {"lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not"}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_every_op_with_a_float_result_has_a_jvp_rule(name):
+    """Forward mode and Hessians (issue 11) need a JVP rule for every op that can carry a tangent,
+    the adjoint-only helper ops (``*_vjp``) included: the entry's own ``jvp``, or one derived from
+    its ``linear`` or ``elementwise`` traits. Only the masks have none."""
+    from gradc.ops import jvp_rule
+    rule = jvp_rule(OPS[name])
+    assert (rule is None) == (name in MASKS), name
+
+
+def test_an_op_without_a_jvp_rule_is_refused_by_name_in_forward_mode(monkeypatch):
+    """A float op with no rule on a tangent's path raises UnsupportedError naming it, never a zero."""
+    import dataclasses
+
+    import sympy as sp
+
+    from gradc import UnsupportedError
+    from gradc.ad import jvp
+    from gradc.frontends.sympy import lower
+
+    x = sp.Symbol("x")
+    lowered = lower(sp.exp(x) * 2, [x])
+    monkeypatch.setitem(OPS, "exp", dataclasses.replace(OPS["exp"], elementwise=False))   # no rule derivable
+    with pytest.raises(UnsupportedError, match="exp has no forward-mode"):
+        jvp(lowered.fn, lowered.wrt)
