@@ -16,8 +16,8 @@ evaluations SciPy reports, and the optimizer's time (the best of --repeat runs);
 derivatives are compiled before the clock starts (their compile time is printed separately).
 From x0 = 0 every method reaches x = 1. (From the classic start (-1.2, 1, -1.2, 1, ...)
 trust-exact ends in the other local minimum of the chained function, f = 3.9866 near
-x_1 = -1, which exists for n >= 4: Kok & Sandrock 2009, "Locating and characterizing the stationary points of the extended
-Rosenbrock function", Evolutionary Computation 17(3).)
+x_1 = -1, which exists for n >= 4: Kok & Sandrock 2009, "Locating and characterizing the
+stationary points of the extended Rosenbrock function", Evolutionary Computation 17(3).)
 """
 from __future__ import annotations
 
