@@ -101,3 +101,107 @@ def random_arguments(compiled, dims: dict, seed: int = 0) -> list:
             x = rng.standard_normal(shape)
             out.append(x if shape else float(x))
     return out
+
+
+# ---------------------------------------------------------------- the other derivatives (issue 11)
+def _flat(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+def _blocks(result, rows: list[int], cols: list[int]) -> np.ndarray:
+    """A Jacobian or Hessian as one 2-D array: an array as it is (2-D already, or ravelled into
+    ``(sum(rows), sum(cols))``), a tuple of blocks (one per column group, or rows of them) joined."""
+    if isinstance(result, np.ndarray) and result.ndim == 2 and result.shape == (sum(rows), sum(cols)):
+        return result
+    if not isinstance(result, tuple):
+        result = (result,)
+    if result and isinstance(result[0], tuple):
+        return np.block([[np.asarray(b, dtype=np.float64).reshape(r, c) for b, c in zip(row, cols)]
+                         for row, r in zip(result, rows)])
+    return np.hstack([np.asarray(b, dtype=np.float64).reshape(rows[0], c) for b, c in zip(result, cols)])
+
+
+def derivcheck(compiled, *args, kinds=None, eps: float = 1e-6, max_elems: int = 40,
+               seed: int = 0) -> GradcheckReport:
+    """Compare the derivatives of ``compiled`` (a :class:`gradc.Compiled`) with central differences
+    at ``args`` (in its argument order): ``{kind: worst relative error}`` for each of ``kinds``
+    (default: those the module has besides ``grad``; others compile on first use).
+
+    The references are finite differences of ``forward`` (its float outputs, ravelled: for
+    ``jvp``, ``vjp`` and ``jacobian``) and of ``value_and_grad`` (its gradients: for ``hvp`` and
+    ``hessian``), along random tangents (``jvp``, ``hvp``) or along up to ``max_elems`` unit
+    vectors (chosen at random, seeded), each step h = eps·max(1, |x|)."""
+    kinds = [k for k in (kinds if kinds is not None else compiled.derivatives) if k != "grad"]
+    rng = np.random.default_rng(seed)
+    names = list(compiled.arg_names)
+    pos = [names.index(w) for w in compiled.wrt]
+    sizes = [int(np.size(args[i])) for i in pos]
+    x0 = np.concatenate([_flat(args[i]) for i in pos]) if pos else np.zeros(0)
+
+    def at(x) -> list:
+        call, k = list(args), 0
+        for i, n in zip(pos, sizes):
+            call[i] = x[k:k + n].reshape(np.shape(args[i])) if np.ndim(args[i]) else float(x[k])
+            k += n
+        return call
+
+    def outputs(x) -> np.ndarray:
+        out = compiled.forward(*at(x))
+        out = out if isinstance(out, tuple) else (out,)
+        return np.concatenate([_flat(o) for o in out if np.asarray(o).dtype.kind == "f"])
+
+    def gradient(x) -> np.ndarray:
+        return np.concatenate([_flat(g) for g in compiled.value_and_grad(*at(x))[1]])
+
+    def diff(fn, direction) -> np.ndarray:
+        h = eps * max(1.0, float(np.max(np.abs(x0))) if x0.size else 1.0)
+        return (fn(x0 + h * direction) - fn(x0 - h * direction)) / (2 * h)
+
+    cols = rng.choice(x0.size, min(x0.size, max_elems), replace=False) if x0.size else []
+    unit = np.eye(x0.size)
+
+    def worst(a, b) -> float:
+        return max((_rel(float(p), float(q)) for p, q in zip(np.ravel(a), np.ravel(b))), default=0.0)
+
+    report = GradcheckReport()
+    for kind in kinds:
+        if kind == "jvp":
+            t = rng.standard_normal(x0.size)
+            tangents = [t[sum(sizes[:j]):sum(sizes[:j + 1])].reshape(np.shape(args[i])) if np.ndim(args[i])
+                        else float(t[sum(sizes[:j])]) for j, i in enumerate(pos)]
+            _, out_t = compiled.jvp(*args, tuple(tangents))
+            out_t = out_t if isinstance(out_t, tuple) and len(compiled.outputs) > 1 else (out_t,)
+            report[kind] = worst(np.concatenate([_flat(o) for o in out_t]), diff(outputs, t))
+        elif kind == "vjp":
+            ref = outputs(x0)
+            c = rng.standard_normal(ref.size)
+            outs = compiled.forward(*args)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            cts, k = [], 0
+            for o in outs:
+                if np.asarray(o).dtype.kind == "f":
+                    n = int(np.size(o))
+                    cts.append(c[k:k + n].reshape(np.shape(o)) if np.ndim(o) else float(c[k]))
+                    k += n
+            _, grads = compiled.vjp(*args, tuple(cts))
+            got = np.concatenate([_flat(g) for g in grads])
+            report[kind] = worst(got[cols], [c @ diff(outputs, unit[j]) for j in cols])
+        elif kind == "jacobian":
+            m = int(np.size(compiled.forward(*args)[0] if len(compiled.outputs) > 1 else compiled.forward(*args)))
+            J = _blocks(compiled.jacobian(*args), [m], sizes)
+            fd = np.stack([diff(lambda x: _flat(outputs(x)[:m]), unit[j]) for j in cols], axis=1) if len(cols) else []
+            report[kind] = worst(J[:, cols], fd)
+        elif kind in ("hessian", "value_grad_hessian"):
+            H = compiled.hessian(*args) if kind == "hessian" else compiled.value_grad_hessian(*args)[2]
+            H = _blocks(H, sizes, sizes)
+            fd = np.stack([diff(gradient, unit[j]) for j in cols], axis=1) if len(cols) else []
+            report[kind] = worst(H[:, cols], fd)
+        elif kind == "hvp":
+            v = rng.standard_normal(x0.size)
+            vs = [v[sum(sizes[:j]):sum(sizes[:j + 1])].reshape(np.shape(args[i])) if np.ndim(args[i])
+                  else float(v[sum(sizes[:j])]) for j, i in enumerate(pos)]
+            got = np.concatenate([_flat(g) for g in compiled.hvp(*args, tuple(vs))])
+            report[kind] = worst(got, diff(gradient, v))
+        else:
+            raise ValueError(f"derivcheck: unknown derivative {kind!r}")
+    return report
