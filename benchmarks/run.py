@@ -137,16 +137,18 @@ def _rss_bytes(pid: int) -> int:
     return total
 
 
-def run_job(argv: list[str], env: dict, timeout: float, max_rss: float = 8 * 2 ** 30) -> dict:
+def run_job(argv: list[str], env: dict, timeout: float, max_rss: float = 8 * 2 ** 30,
+            module: str = "benchmarks.worker") -> dict:
     """Runs one worker; returns its JSON, or a status "timeout"/"memory"/"error" record.
 
     The worker is killed (its own process group) when it runs past ``timeout`` seconds or its
     resident memory passes ``max_rss`` bytes: the machine is shared, and an unrolled 3,200-term
-    expression can make a compiler take all of it.
+    expression can make a compiler take all of it. ``module``: the worker's module
+    (``benchmarks.derivatives`` for the derivative benchmarks).
     """
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", *argv], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=ROOT, env=env,
                                 stdout=fout, stderr=ferr, text=True, start_new_session=True)
         killed, peak = None, 0
         while proc.poll() is None:
@@ -670,6 +672,9 @@ def parse(argv=None):
                    help="folder for the results (default benchmarks/results)")
     p.add_argument("--name", help="file stem of the results (default 'latest', or 'quick' with --quick)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--derivatives", action="store_true",
+                   help="run the derivative benchmarks instead (HVP, Hessian, Jacobian vs JAX and PyTorch: "
+                        "benchmarks/derivatives.py, whose options follow; see python -m benchmarks.derivatives -h)")
     p.add_argument("--render", metavar="JSON", help="re-render the Markdown of an earlier run's JSON and exit")
     o = p.parse_args(argv)
     o.argv = list(sys.argv[1:] if argv is None else argv)
@@ -685,6 +690,10 @@ def parse(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--derivatives" in argv:   # python -m benchmarks --derivatives [options of benchmarks.derivatives]
+        from benchmarks import derivatives
+        return derivatives.main([a for a in argv if a != "--derivatives"])
     o = parse(argv)
     if o.list:
         for c in cases_mod.CASES.values():

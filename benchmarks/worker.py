@@ -274,6 +274,18 @@ def _jsonable(o):
     return str(o)
 
 
+def dense_hessian(H):
+    """A Hessian as one float64 ``(N, N)`` array over the flattened wrt arguments: an array as it
+    is; blocks ``H[i][j]`` of shape ``wrt_i.shape + wrt_j.shape`` (as ``jax.hessian`` and
+    ``torch.func.hessian`` return them, and gradc for array arguments) assembled. For
+    :mod:`benchmarks.derivatives`."""
+    if not isinstance(H, (tuple, list)):
+        return np.asarray(H, dtype=np.float64)
+    sizes = [int(round(math.sqrt(np.size(H[i][i])))) for i in range(len(H))]
+    return np.block([[np.asarray(b, dtype=np.float64).reshape(si, sj) for b, sj in zip(row, sizes)]
+                     for row, si in zip(H, sizes)])
+
+
 if __name__ == "__main__":
     # Run the importable module's main, so that NotApplicable and Impl are the classes the
     # framework modules import (not copies defined in __main__).

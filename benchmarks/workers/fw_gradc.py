@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from benchmarks.worker import Impl, NotApplicable
+from benchmarks.worker import Impl, NotApplicable, dense_hessian
 
 
 def setup(threads: int) -> None:
@@ -73,3 +73,53 @@ def build(case, inputs) -> Impl:
     return Impl(m.raw.value_and_grad, m.raw.forward, args, unpack, extra=extra,
                 info={"codegen_s": codegen, "module": m.path.name, "wrt": list(wrt),
                       **({"sympy_ops": _OPS[case.name]} if case.name in _OPS else {})})
+
+
+# --------------------------------------------------------------------------- derivatives (benchmarks/derivatives.py)
+
+def derivative(kind, case, inputs, seeds) -> dict:
+    """``{variant: thunk}``; ``thunk() -> (fn, args, to_numpy)`` builds (compiles) the variant.
+
+    hvp: the bare dispatcher ``m.module.hvp(*args, *v)``, the public ``m.hvp(*args, v)`` and the
+    same module's ``value_and_grad`` (for HVP ÷ value_and_grad); hessian: ``m.module.hessian`` and
+    ``m.hessian``; jacobian: ``m.module.jacobian`` with ``Options(jacobian="auto")`` and, as
+    variants, ``"fwd"`` and ``"rev"``. The first thunk compiles the module (the parent gives the
+    process fresh caches, so its first call is cold); the others reuse it.
+    """
+    import gradc
+
+    if case.gradc_source is None:
+        raise NotApplicable("no gradc source for this case")
+    source, kw = case.gradc_source(case)
+    made = {}
+
+    def compiled(mode="auto"):
+        if mode not in made:
+            try:
+                made[mode] = gradc.compile(source, **kw, derivatives=[kind],
+                                           options=gradc.Options(jacobian=mode))
+            except gradc.GradcError as e:
+                raise NotApplicable(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+            if tuple(made[mode].wrt) != tuple(case.wrt):
+                raise NotApplicable(f"module wrt {made[mode].wrt} differs from the case's {case.wrt}")
+        return made[mode]
+
+    def args_of(m):
+        return tuple(inputs[n] for n in m.arg_names)
+
+    def flat(out):                      # a tuple, one entry per wrt -> one float64 vector
+        return np.concatenate([np.ravel(np.asarray(o, dtype=np.float64)) for o in out])
+
+    if kind == "hvp":
+        v = tuple(seeds[w] for w in case.wrt)
+        return {"hvp": lambda: (compiled().module.hvp, args_of(compiled()) + v, flat),
+                "hvp_public": lambda: (compiled().hvp, args_of(compiled()) + (v,), flat),
+                "vg": lambda: (compiled().raw.value_and_grad, args_of(compiled()), lambda out: flat(out[1]))}
+    if kind == "hessian":
+        return {"hessian": lambda: (compiled().module.hessian, args_of(compiled()), dense_hessian),
+                "hessian_public": lambda: (compiled().hessian, args_of(compiled()), dense_hessian)}
+    if kind == "jacobian":
+        return {name: (lambda mode=mode: (compiled(mode).module.jacobian, args_of(compiled(mode)), np.asarray))
+                for name, mode in (("jacobian", "auto"), ("jacobian_fwd", "fwd"), ("jacobian_rev", "rev"))}
+    raise NotApplicable(f"unknown derivative {kind}")
+

@@ -111,3 +111,72 @@ def build(case, inputs) -> Impl:
         return float(v), {n: np.asarray(x) for n, x in zip(wrt, g)}
 
     return Impl(vg, fwd, args, unpack)
+
+
+# --------------------------------------------------------------------------- derivatives (benchmarks/derivatives.py)
+
+def _gauss3(p, t, y):
+    """Residuals of a sum of 3 Gaussians, ``p = (a1, b1, c1, a2, b2, c2, a3, b3, c3)``."""
+    import jax.numpy as jnp
+    a, b, c = p[0::3], p[1::3], p[2::3]
+    return jnp.sum(a * jnp.exp(-(t[:, None] - b) ** 2 / (2.0 * c ** 2)), axis=1) - y
+
+
+def _pick(case, inputs):
+    """(f, argument names, values) of a case, as :func:`build` picks them (gauss3: ``f(p, t, y)``)."""
+    if case.name.startswith("gauss3"):
+        return _gauss3, ["p", "t", "y"], {"p": np.array([inputs[w] for w in case.wrt]), **inputs}
+    if "K" in case.params:
+        return _functions()["big"], ["x", "y", "z", "a", "b", "c", "kk"], {**case.consts, **inputs}
+    fns = _functions()
+    key = next((k for k in fns if case.name == k or case.name.startswith(k + "_")), None)
+    if key is None:
+        raise NotApplicable("no JAX version")
+    return fns[key], list(inputs), inputs
+
+
+def derivative(kind, case, inputs, seeds) -> dict:
+    """``{variant: thunk}``, ``thunk() -> (fn, args, to_numpy)``: ``jax.jit`` of
+    hvp: ``jax.jvp(grad_wrt, primals, v)`` (forward over reverse), plus ``value_and_grad``;
+    hessian: ``jax.hessian(f, argnums)`` (its nested tuple for scalar arguments, as returned);
+    jacobian: ``jax.jacfwd`` and ``jax.jacrev`` of ``f(p, t, y)`` w.r.t. the parameter vector ``p``."""
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.worker import dense_hessian
+
+    f, names, vals = _pick(case, inputs)
+    args = tuple(jax.device_put(jnp.asarray(vals[n])) for n in names)
+    n = len(args)
+    idx = tuple(names.index(w) for w in case.wrt) if kind != "jacobian" else (0,)
+
+    def jitted(g):
+        fn = jax.jit(g)
+        return lambda *a: jax.block_until_ready(fn(*a))
+
+    if kind == "hvp":
+        def hvp(*a):
+            prim, v = a[:n], a[n:]
+
+            def grad_wrt(*w):
+                full = list(prim)
+                for i, wi in zip(idx, w):
+                    full[i] = wi
+                return jax.grad(f, argnums=idx)(*full)
+            return jax.jvp(grad_wrt, tuple(prim[i] for i in idx), tuple(v))[1]
+
+        v = tuple(jnp.asarray(seeds[w]) for w in case.wrt)
+
+        def vg():
+            impl = build(case, inputs)
+            return impl.vg, impl.args, lambda out: np.concatenate([np.ravel(np.asarray(g)) for g in out[1]])
+        return {"hvp": lambda: (jitted(hvp), args + v,
+                                lambda out: np.concatenate([np.ravel(np.asarray(o)) for o in out])),
+                "vg": vg}
+    if kind == "hessian":
+        return {"hessian": lambda: (jitted(jax.hessian(f, argnums=idx if len(idx) > 1 else idx[0])), args,
+                                    dense_hessian)}
+    if kind == "jacobian":
+        return {"jacobian_fwd": lambda: (jitted(jax.jacfwd(f)), args, np.asarray),
+                "jacobian_rev": lambda: (jitted(jax.jacrev(f)), args, np.asarray)}
+    raise NotApplicable(f"unknown derivative {kind}")
