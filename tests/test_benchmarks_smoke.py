@@ -77,3 +77,70 @@ def test_json_structure_and_gradients(quick_run):
     assert s["mismatches"] == [] and s["errors"] == []
     assert set(s["cost_ratio"]["add_mul"]) == {"gradc", "numpy"}
     assert set(s["public_api"]["per_case"]) == set(CASES) and s["public_api"]["geomean_public_over_raw"] > 0
+
+
+# --------------------------------------------------------------------------- derivative benchmarks (issue 11)
+
+@pytest.fixture(scope="module")
+def derivatives_run(tmp_path_factory):
+    """``python -m benchmarks --derivatives``: gradc only, the sigmoid neuron's HVP and Hessian and the
+    3-Gaussian Jacobian (3 worker processes)."""
+    out = tmp_path_factory.mktemp("deriv")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--derivatives", "--frameworks", "gradc", "--cases",
+         "sigmoid_neuron,gauss3_250", "--repeats", "2", "--min-time", "0.001", "--out", str(out), "--name", "smoke"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_derivatives_markdown_and_json(derivatives_run):
+    proc, out = derivatives_run
+    md = (out / "smoke.md").read_text(encoding="utf-8")
+    assert md.strip() == proc.stdout.strip()
+    for heading in ("## Hessian-vector product", "## Dense Hessians and the least-squares Jacobian",
+                    "## Targets (issue 11)", "Problems: 0."):
+        assert heading in md
+    data = json.loads((out / "smoke.json").read_text(encoding="utf-8"))
+    assert data["meta"]["frameworks_run"] == ["gradc"] and data["meta"]["threads"] == 1
+    assert list(data["results"]) == ["hvp:sigmoid_neuron", "hessian:sigmoid_neuron", "jacobian:gauss3_250"]
+    want = {"hvp": {"hvp", "hvp_public", "vg"}, "hessian": {"hessian", "hessian_public"},
+            "jacobian": {"jacobian", "jacobian_fwd", "jacobian_rev"}}
+    pids = set()
+    for key, entry in data["results"].items():
+        res = entry["by"]["gradc"]
+        assert res["status"] == "ok", (key, res)
+        pids.add(res["pid"])
+        ref = res["reference"]
+        assert ref.get("formula_ok", True) and ref.get("fd_self_err", 0) < 1e-6, ref
+        assert set(res["variants"]) == want[entry["kind"]]
+        for name, v in res["variants"].items():
+            assert v["status"] == "ok" and v["check"]["ok"], (key, name, v)
+            assert v["first_call_s"] >= 0 and 0 < v["time"]["min"] <= v["time"]["median"]
+    assert len(pids) == 3
+    s = data["summary"]
+    assert s["problems"] == [] and s["hvp"]["sigmoid_neuron"]["gradc_hvp_over_vg"] > 0
+
+
+def test_derivative_references_agree_with_finite_differences():
+    """The hand-written Hessians and Jacobian the benchmarks check against, and the HVP reference."""
+    import numpy as np
+
+    from benchmarks import derivatives as d
+
+    for name in ("rosenbrock_10", "rosenbrock_100", "sigmoid_neuron"):
+        case = d.get_case(name)
+        H = d.hessian_formula(case, case.inputs())
+        fd, err = d.fd_hessian(case, case.inputs())
+        assert err < 1e-7 and np.max(np.abs(H - fd)) <= 1e-7 * np.max(np.abs(H)), name
+        v = np.random.default_rng(0).standard_normal(H.shape[0])
+        hv, _ = d.fd_hvp(case, case.inputs(), v)
+        assert np.max(np.abs(hv - H @ v)) <= 1e-7 * np.max(np.abs(H @ v)), name
+    case = d.get_case("gauss3_250")
+    J = case.reference()[1]["jacobian"]
+    assert J.shape == (250, 9)
+    assert np.max(np.abs(J - d.fd_jacobian(case, case.inputs()))) <= 1e-8 * np.max(np.abs(J))
+    kinds = {k for k, _ in d.tasks()}
+    assert kinds == {"hvp", "hessian", "jacobian"} and ("hvp", "mlp_784") in d.tasks()
