@@ -21,7 +21,7 @@ arguments fixed. Its methods are the callables SciPy asks for:
 ... [output]
 ... value = "f"
 ... ''')
->>> res = gradc.minimize(f, {"x": np.zeros(3)}, method="trust-exact", options={"gtol": 1e-10})
+>>> res = gradc.minimize(f, {"x": np.zeros(3)}, method="trust-ncg", options={"gtol": 1e-10})
 >>> np.round(res.params["x"], 8).tolist()
 [1.0, 1.0, 1.0]
 """
@@ -130,7 +130,8 @@ class Flat:
         :class:`~gradc.errors.ArgumentError` for a missing or unknown name or a wrong shape."""
         where = "flatten"
         if not isinstance(params, dict):
-            raise ArgumentError(f"expected a dict of the wrt arguments {self.wrt}, got {type(params).__name__}", where)
+            raise ArgumentError(f"expected a dict of the wrt arguments {self.wrt}, got {type(params).__name__}",
+                                where)
         for name in params:
             if name not in self.wrt:
                 raise ArgumentError("is not a wrt argument" + (" (it is fixed)" if name in self.fixed else ""),
@@ -146,7 +147,8 @@ class Flat:
             self._layout()
         for w in self.wrt:
             if values[w].shape != self.shapes[w]:
-                raise ArgumentError(f"expected shape {self.shapes[w]}, got {values[w].shape}", f"{where}: argument '{w}'")
+                raise ArgumentError(f"expected shape {self.shapes[w]}, got {values[w].shape}",
+                                    f"{where}: argument '{w}'")
         return np.concatenate([values[w].ravel() for w in self.wrt]) if self.wrt else np.zeros(0)
 
     def _check_vector(self, x, where, name="x") -> np.ndarray:

@@ -19,6 +19,7 @@ the certified value (NIST asks for agreement to about 6 significant digits).
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -88,6 +89,7 @@ def relative_errors(result: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     compiled = model()
     fit(compiled, STARTS["start 1"])                         # compile and JIT before timing
     print("NIST StRD Misra1a, y = b1 (1 - exp(-b2 x)), 14 observations; least_squares(method='lm'), gradc Jacobian")

@@ -194,6 +194,20 @@ def test_all_scalar_wrt_hess_and_hessp_vs_sympy():
     assert f.unflatten(x) == {"a": -0.4, "b": 0.9}
 
 
+def test_float32_wrt_arguments_are_passed_as_float32():
+    c = compiled(LOSS.replace("shape = [3, 2] }", "shape = [3, 2], dtype = \"float32\" }"))
+    f = c.scipy(X=X5, t=T5)
+    p = point(2)
+    x = f.flatten(p)
+    back = f.unflatten(x)
+    assert back["W"].dtype == np.float32 and back["v"].dtype == np.float64
+    value, grads = c.value_and_grad(*args(c, back))
+    assert grads[1].dtype == np.float32
+    g = f.jac(x)
+    assert g.dtype == np.float64 and f.fun(x) == value
+    np.testing.assert_array_equal(g, np.concatenate([np.ravel(gr) for gr in grads]))
+
+
 # ---------------------------------------------------------------- residuals
 def test_residual_fun_and_jacobian_vs_forward_and_central_differences(residuals):
     X = RNG.standard_normal((4, 3))
@@ -345,3 +359,11 @@ def test_logreg_example_matches_scikit_learn(capsys):
     assert ex.main(["--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "the same optimum" in out, out
+
+
+def test_the_module_docstring_example():
+    import doctest
+
+    import gradc.optimize
+    result = doctest.testmod(gradc.optimize)
+    assert result.attempted >= 4 and result.failed == 0
