@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .ad.derivatives import KINDS
 from .errors import GradcError
 from .options import Options
 
@@ -77,8 +78,25 @@ def _wrt(text: str | None):
 
 
 def _options(a) -> Options:
-    """The compile options of the ``--no-comments``, ``--no-fuse``, ``--no-roll`` and ``--no-split`` flags."""
-    return Options(comments=not a.no_comments, fuse=not a.no_fuse, roll=not a.no_roll, split=not a.no_split)
+    """The compile options of the ``--no-comments``, ``--no-fuse``, ``--no-roll``, ``--no-split``,
+    ``--derivatives`` and ``--jacobian`` flags."""
+    return Options(comments=not a.no_comments, fuse=not a.no_fuse, roll=not a.no_roll, split=not a.no_split,
+                   derivatives=_derivatives(a), jacobian=a.jacobian)
+
+
+def _derivatives(a) -> tuple:
+    """``--derivatives grad,jvp,hessian`` as a tuple (``grad`` is always there for a scalar value)."""
+    return tuple(d.strip() for d in (getattr(a, "derivatives", None) or "").split(",") if d.strip())
+
+
+DERIVATIVES_HELP = ("comma-separated derivatives to generate besides forward and value_and_grad: "
+                    "jvp, vjp, jacobian, hvp, hessian, value_grad_hessian (e.g. --derivatives jvp,hessian)")
+
+
+def derivative_flags(q) -> None:
+    q.add_argument("--derivatives", metavar="LIST", help=DERIVATIVES_HELP)
+    q.add_argument("--jacobian", choices=("auto", "fwd", "rev"), default="auto",
+                   help="how jacobian sweeps its seeds: fwd (columns), rev (rows) or auto (the fewer; default)")
 
 
 def option_flags(q) -> None:
@@ -87,6 +105,7 @@ def option_flags(q) -> None:
                    help="no elementwise fusion: one whole-array statement per op")
     q.add_argument("--no-roll", action="store_true", help="keep long sums of like terms unrolled (no loops)")
     q.add_argument("--no-split", action="store_true", help="keep a large sum of unlike terms in one function")
+    derivative_flags(q)
 
 
 def cmd_compile(a) -> int:
@@ -177,8 +196,11 @@ def cmd_show(a) -> int:
     else:
         if out is not None and out.suffix.lower().lstrip(".") in IMAGE_FORMATS:
             raise GradcError(f"only --stage graph can be rendered to {out.suffix}")
+        options = _options(a)
+        if a.stage in KINDS and a.stage not in options.derivatives:      # the IR of one derivative
+            options = options.with_(derivatives=options.derivatives + (a.stage,))
         with _status(a)(f"compiling {a.spec}"):
-            art = build(Path(a.spec), wrt=_wrt(a.wrt), options=_options(a))
+            art = build(Path(a.spec), wrt=_wrt(a.wrt), options=options)
         text = art.show(a.stage).rstrip("\n") + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -207,13 +229,14 @@ def cmd_explain(a) -> int:
 def cmd_check(a) -> int:
     from .api import compile
     from gradc.runtime import gradcheck, init_params, random_arguments
+    from gradc.runtime.check import GradcheckReport, derivcheck
 
     if a.batch < 1:
         raise GradcError(f"--batch {a.batch} must be at least 1")
     status = _status(a)
     given = _dims(a.dim)
     with status(f"compiling {a.spec}"):
-        c = compile(Path(a.spec), wrt=_wrt(a.wrt))
+        c = compile(Path(a.spec), wrt=_wrt(a.wrt), derivatives=_derivatives(a), options=Options(jacobian=a.jacobian))
     check_dims(given, c.shapes, a.spec)
     if a.tol is None:                 # float32 gradients carry float32 round-off (about 1e-7 relative)
         a.tol = 1e-3 if any(c.dtypes[w] == "float32" for w in c.wrt) else 1e-5
@@ -223,11 +246,21 @@ def cmd_check(a) -> int:
     params = init_params(c, dims, a.seed)
     args = [params.get(n, x) if c.params.get(n, ("zeros",))[0] != "zeros" else x
             for n, x in zip(c.arg_names, args)]
-    with status("checking the gradient (the first call compiles with Numba; cached afterwards)"):
-        report = gradcheck(c, *args, seed=a.seed)
     shown = ", ".join(f"{k}={v}" for k, v in dims.items()) or "no symbolic dims"
-    print(f"gradcheck of {a.spec} ({shown}, seed {a.seed}): central differences vs value_and_grad")
-    print(report)
+    report = GradcheckReport()
+    if "grad" in c.derivatives:
+        with status("checking the gradient (the first call compiles with Numba; cached afterwards)"):
+            report = gradcheck(c, *args, seed=a.seed)
+        print(f"gradcheck of {a.spec} ({shown}, seed {a.seed}): central differences vs value_and_grad")
+        print(report)
+    others = [d for d in c.derivatives if d != "grad"]
+    if others:
+        with status(f"checking {', '.join(others)} (the first calls compile with Numba)"):
+            more = derivcheck(c, *args, kinds=others, seed=a.seed)
+        print(f"derivatives of {a.spec} ({shown}, seed {a.seed}): central differences of forward and "
+              f"value_and_grad vs {', '.join(others)}")
+        print(more)
+        report.update(more)
     ok = report.worst <= a.tol
     print(f"{'OK' if ok else 'FAILED'}: worst relative error {report.worst:.2e} (tolerance {a.tol:.0e})")
     return 0 if ok else 1
@@ -304,9 +337,11 @@ def parser() -> argparse.ArgumentParser:
                        help="decimals shown (default 3)")
 
     s = sub.add_parser("show", help="print one stage: the IR, the adjoint IR, the generated code or the graph")
-    s.add_argument("--stage", choices=("ir", "adjoint", "code", "graph"), default="ir",
+    s.add_argument("--stage", choices=("ir", "adjoint", "code", "graph") + KINDS, default="ir",
                    help="ir: the optimized forward IR (the default); adjoint: forward + adjoint IR; code: the "
-                        "generated module; graph: Graphviz DOT of the computational graph with values and gradients")
+                        "generated module (with --derivatives: theirs too); graph: Graphviz DOT of the "
+                        "computational graph with values and gradients; jvp, vjp, jacobian, hvp, hessian, "
+                        "value_grad_hessian: the IR of that derivative")
     s.add_argument("-o", "--output", metavar="FILE",
                    help="write to this file (graph: .svg/.png/.pdf run Graphviz's dot; default: stdout)")
     option_flags(s)
@@ -329,6 +364,7 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--tol", type=float, default=None,
                    help="largest relative error accepted (default 1e-5; 1e-3 for float32 gradients)")
     k.add_argument("--wrt", help=WRT_HELP)
+    derivative_flags(k)
     k.set_defaults(run=cmd_check)
 
     m = sub.add_parser("cache", help="the cache of generated modules: where it is, what it holds, clear it")

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +212,42 @@ def test_show_with_wrt(tmp_path, spec, env):
     assert r.returncode == 0, r.stderr
     assert "; wrt: %X" in r.stdout and "%X_bar:f64[batch,3]" in r.stdout
     assert "%W_bar" not in r.stdout
+
+
+# ------------------------------------------------------------------ derivatives (issue 11)
+SEED_ADD_MUL = Path(__file__).resolve().parent.parent / "examples" / "seed_add_mul.toml"
+
+
+def test_compile_with_derivatives_writes_them_into_one_standalone_module(tmp_path, env):
+    """--derivatives puts jvp and hessian into the module -o names; the Hessian of (x + y) z is the
+    constant matrix [[0, 0, 1], [0, 0, 1], [1, 1, 0]] (worked by hand), the JVP (t_x + t_y) z + (x + y) t_z."""
+    out = tmp_path / "m.py"
+    r = gradc_cli(["compile", SEED_ADD_MUL, "--derivatives", "jvp,hessian", "-o", out], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = gradc.load(out)
+    assert m.derivatives == ("grad", "jvp", "hessian")
+    np.testing.assert_array_equal(m.module.hessian(-2.0, 5.0, -4.0), [[0, 0, 1], [0, 0, 1], [1, 1, 0]])
+    value, tangent = m.module.jvp(-2.0, 5.0, -4.0, 1.0, 2.0, 3.0)
+    assert value == -12.0 and tangent == (1.0 + 2.0) * -4.0 + (-2.0 + 5.0) * 3.0
+
+
+def test_show_stage_of_a_derivative_and_check_of_every_derivative(tmp_path, env):
+    r = gradc_cli(["show", SEED_ADD_MUL, "--stage", "hvp"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "%x_dot:f64[]" in r.stdout and "return %x_bar_dot" in r.stdout
+    r = gradc_cli(["check", SEED_ADD_MUL, "--derivatives", "jvp,vjp,jacobian,hvp,hessian,value_grad_hessian"],
+                  env, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for kind in ("jvp", "vjp", "jacobian", "hvp", "hessian", "value_grad_hessian"):
+        assert f"{kind}: max rel. error" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith("OK: worst relative error")
+
+
+def test_unknown_derivative_is_a_clear_error(tmp_path, env):
+    r = gradc_cli(["compile", SEED_ADD_MUL, "--derivatives", "hessain", "-o", tmp_path / "m.py"], env, tmp_path)
+    assert r.returncode == 2
+    assert "unknown derivative(s) 'hessain'" in r.stderr and "hessian" in r.stderr
+    assert not (tmp_path / "m.py").exists()
 
 
 # ------------------------------------------------------------------ check

@@ -143,7 +143,8 @@ def test_explain_shows_softsign(tmp_path, capsys):
     assert main(["explain", str(path), "--at", "x=-2"]) == 0
     out, err = capsys.readouterr()
     rows = [line.split() for line in out.splitlines() if line.startswith("y ")]
-    assert rows == [["y", "softsign", "-0.667", "3", "x", "0.111", "0.333", "softsign:", "1/(1", "+", "|x|)^2"]]
+    assert rows == [["y", "softsign(x)", "softsign", "-0.667", "3", "x", "0.111", "0.333", "softsign:", "1/(1", "+",
+                     "|x|)^2"]]                      # node, its spec expression, op, value, upstream, operand, ...
     assert main(["show", str(path), "--stage", "graph", "--at", "x=-2"]) == 0
     out, err = capsys.readouterr()
     assert '[label="softsign\\ny"]' in out
