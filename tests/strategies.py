@@ -230,12 +230,14 @@ class _Num:
 FLOAT, MP = _Num("float"), _Num("mp")
 
 
-def evaluate(expr, env: dict, num: _Num, nodes: list | None = None):
+def evaluate(expr, env: dict, num: _Num, nodes: list | None = None, limit: float | None = None):
     """Value of the SymPy scalar ``expr`` with symbols (or matrix entries) from ``env``.
 
     An evaluator of its own (no lambdify): every node is computed with ``num``;
     ``nodes``, if given, collects ``(node, value)`` of every expression node.
-    Raises :class:`Reject` for complex values and float64 overflow.
+    Raises :class:`Reject` for complex values and float64 overflow, and as soon as an
+    expression node exceeds ``limit`` in magnitude (mpmath has no overflow: ``tan`` of
+    ``exp(exp(exp(x)))``, 10^702, or ``exp`` of it would run for hours).
     """
     memo: dict = {}
 
@@ -244,8 +246,11 @@ def evaluate(expr, env: dict, num: _Num, nodes: list | None = None):
             return memo[e]
         v = _ev(e)
         memo[e] = v
-        if nodes is not None and isinstance(e, sp.Expr) and not e.is_number:
-            nodes.append((e, v))
+        if isinstance(e, sp.Expr) and not e.is_number:
+            if nodes is not None:
+                nodes.append((e, v))
+            if limit is not None and abs(v) > limit:
+                raise Reject("huge intermediate")
         return v
 
     def _ev(e):
@@ -501,7 +506,7 @@ class SymbolicOracle:
     def at(self, env: dict):
         with mpmath.workdps(MP_DPS):
             nodes: list = []
-            value = evaluate(self.expr, env, MP, nodes)
+            value = evaluate(self.expr, env, MP, nodes, limit=self.BIG)
             for _, v in nodes:
                 if abs(v) > self.BIG:
                     raise Reject("huge intermediate")
@@ -659,10 +664,11 @@ class Backend:
     ``big`` the largest intermediate magnitude, so a test can skip ill-conditioned points.
     """
 
-    def __init__(self, mp: bool):
+    def __init__(self, mp: bool, limit: float | None = None):
         self.mp = mp
         self.margins: list[float] = []
         self.big = 0.0
+        self.limit = limit          # raise Reject as soon as ``big`` exceeds it (see :meth:`seen`)
         if mp:
             vec = lambda f: np.vectorize(f, otypes=[object])  # noqa: E731
             self.exp, self.log, self.sin, self.cos, self.tan, self.tanh = map(
@@ -690,6 +696,8 @@ class Backend:
         x = np.asarray(x)
         if x.size and x.dtype != bool:
             self.big = max(self.big, float(np.max(self.abs(x))))
+            if self.limit is not None and self.big > self.limit:     # before mpmath runs exp or tan
+                raise Reject("huge intermediate")                     # of 10^702 (hours)
         return x
 
     # ---- functions built from the above (independent of gradc's formulas where it matters)

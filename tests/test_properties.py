@@ -168,7 +168,7 @@ def exact_gradients(tree, args):
     """Value and gradients of the mpmath NumPy reference; central differences at 50 digits.
 
     Raises :class:`Reject` at ill-conditioned points (huge intermediates, near a kink)."""
-    B = Backend(mp=True)
+    B = Backend(mp=True, limit=BIG[tree.precision])
     env = tree.env(args, B)
     value = tree.root.fn((env, B))
     if not np.isfinite(float(value)):
