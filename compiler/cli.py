@@ -292,6 +292,11 @@ def cmd_cache(a) -> int:
     return 0
 
 
+def cmd_train(a) -> int:
+    from .distributed import cmd_train as run
+    return run(a)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradc", description="Compile model specs to fused Numba value-and-gradient code.")
     p.add_argument("--version", action="version", version=f"gradc {__version__}")
@@ -372,6 +377,12 @@ def parser() -> argparse.ArgumentParser:
                    help="dir: print the folder; info: count and size, corrupt entries; clear: delete "
                         "gradc's modules and Numba's machine code for them (other files stay)")
     m.set_defaults(run=cmd_cache)
+
+    t = sub.add_parser("train", help="train a spec on a .npz data file, on a Dask cluster (gradc[distributed]) "
+                                     "or, with --workers 1, in this process")
+    from .distributed import train_arguments   # imports neither dask nor distributed
+    train_arguments(t)
+    t.set_defaults(run=cmd_train)
     p.subcommands = sub.choices
     return p
 

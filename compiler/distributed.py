@@ -829,7 +829,8 @@ def train_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="workers of the embedded cluster (default: one per core); 1: train in this process, no Dask")
     p.add_argument("--shards", type=int, default=None, help="shards of the data (default: one per worker)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10,
+                   help="passes over the data (default 10); with --optimizer lbfgs: its iterations")
     p.add_argument("--batch-size", type=int, default=32, help="rows per step; 0 for the full batch (default 32)")
     p.add_argument("--optimizer", default="sgd",
                    help="sgd, momentum, adagrad, rmsprop, adam, deltabardelta, or lbfgs (full batch, SciPy)")
