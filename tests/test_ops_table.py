@@ -80,7 +80,7 @@ def test_traits_are_consistent():
     """What each trait implies: a kernel or a C call is element code of a loop op; a rollable
     op is loopable; an op a loop computes element by element is elementwise, and the other loop
     kinds are the sums, the zero-padding scatter, the broadcast and the alias; the SymPy
-    functions and comparisons are elementwise; `fresh` and `into` are products."""
+    functions and comparisons are elementwise; `fresh` results are new arrays, `into` writes products."""
     assert {n: op.loop for n, op in OPS.items() if op.loop not in (True, False)} == \
         {"alias": "alias", "expand": "broadcast", "sum": "reduce", "sum_to": "reduce", "unslice": "scatter"}
     for name, op in OPS.items():
@@ -94,7 +94,9 @@ def test_traits_are_consistent():
             assert op.elementwise, name
         if op.kernel:
             assert "vmath" in op.helpers, name
-    assert {n for n, op in OPS.items() if op.fresh} == {"matmul"}
+    # fresh: a matrix product, and the convolution family's helpers (each returns a new array)
+    assert {n for n, op in OPS.items() if op.fresh} == {"matmul"} | {
+        n for n, op in OPS.items() if op.family == "conv" and n not in ("reshape", "flatten")}
     assert {n: op.into for n, op in OPS.items() if op.into} == {"matmul": "np.dot", "outer": "_outer_into"}
     assert "def _outer_into(" in str(_family("linalg").helper_outer())
 

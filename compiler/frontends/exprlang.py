@@ -58,9 +58,11 @@ class Signature:
     lower: Callable
     consts: tuple[Const, ...] = ()
     keywords: tuple[Const, ...] = ()
+    optional: int = 0
 
     def usage(self, name: str) -> str:
-        parts = list(self.operands)
+        parts = list(self.operands[:len(self.operands) - self.optional]) + \
+            [f"[{o}]" for o in self.operands[len(self.operands) - self.optional:]]
         parts += [c.name if c.default is REQUIRED else f"{c.name}={c.default!r}" for c in self.consts]
         parts += [f"{c.name}={c.default!r}" for c in self.keywords]
         return f"{name}({', '.join(parts)})"
@@ -72,7 +74,7 @@ def _functions() -> dict[str, Signature]:
     out = {}
     for op in OPS.values():
         if op.spelling is not None:
-            sig = Signature(op.operands, _op(op.name), op.consts, op.keywords)
+            sig = Signature(op.operands, _op(op.name), op.consts, op.keywords, op.optional)
             out.update((name, sig) for name in (op.spelling, *op.aliases))
     return out
 
@@ -332,13 +334,16 @@ class ExprLowerer:
         sig = FUNCTIONS[name]
         if any(isinstance(a, ast.Starred) for a in node.args):
             self._fail(node, "starred arguments are not allowed")
-        n_min = len(sig.operands)                  # required constants may also come by keyword
+        n_min = len(sig.operands) - sig.optional   # required constants may also come by keyword
         n_max = len(sig.operands) + len(sig.consts)
+        if sig.optional and sig.consts:
+            raise AssertionError("an op with optional operands takes its constants by keyword")
         if not n_min <= len(node.args) <= n_max:
             takes = f"{n_min}" if n_min == n_max else f"{n_min} to {n_max}"
             self._fail(node, f"{name}() takes {takes} argument{'s' if n_max != 1 else ''}, got {len(node.args)}",
                        f"call it as {sig.usage(name)}")
         given = dict(zip((c.name for c in sig.consts), node.args[len(sig.operands):]))
+        vals = vals[:len(node.args)]
         by_name = {c.name: c for c in sig.consts + sig.keywords}
         for kw in node.keywords:
             if kw.arg is None or kw.arg not in by_name:
@@ -362,6 +367,8 @@ class ExprLowerer:
     def _constant(self, fname: str, c: Const, node: ast.AST):
         """The checked value of constant argument ``c`` written as ``node``."""
         what = f"{c.name}=" if c.name == "axis" else f"{fname}(): {c.name}"
+        if c.kind in ("pair", "pair0", "padding", "shape"):
+            return self._sizes(what, c, node)
         value = self._number(node)
         if c.kind == "int":
             if not isinstance(value, int) or isinstance(value, bool):
@@ -375,6 +382,28 @@ class ExprLowerer:
         if not math.isfinite(float(value)) or (isinstance(value, int) and abs(value) > 2 ** 53):
             self._fail(node, f"{what} must be a finite number")
         return float(value)
+
+
+    def _sizes(self, what: str, c: Const, node: ast.AST):
+        """A constant of sizes (see :class:`gradc.ops.Const`): ``2``, ``(2, 1)``, ``"same"``, ``(-1, 64)``."""
+        if c.kind == "padding" and isinstance(node, ast.Constant) and node.value == "same":
+            return "same"
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List)) else [node]
+        values = [self._number(n) for n in items]
+        lowest = {"pair": 1, "pair0": 0, "padding": 0, "shape": -1}[c.kind]
+        ok = all(isinstance(v, int) and not isinstance(v, bool) and lowest <= v <= 2 ** 31 and (v != 0 or lowest == 0)
+                 for v in values)
+        if c.kind == "shape":
+            ok = ok and isinstance(node, (ast.Tuple, ast.List)) and values and values.count(-1) <= 1
+            if not ok:
+                self._fail(node, f"{what} must be a tuple of positive integers with at most one -1",
+                           "for example (-1, 64)")
+            return tuple(values)
+        if not ok or len(values) not in (1, 2) or (len(values) == 1 and isinstance(node, (ast.Tuple, ast.List))):
+            kinds = {"pair": "a positive integer or a pair of them", "pair0": "an integer >= 0 or a pair of them",
+                     "padding": 'an integer >= 0, a pair of them or "same"'}
+            self._fail(node, f"{what} must be {kinds[c.kind]}", "for example 2 or (2, 1)")
+        return (values[0], values[0]) if len(values) == 1 else tuple(values)
 
 
 def names_used(tree: ast.Expression) -> list[str]:

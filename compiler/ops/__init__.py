@@ -58,8 +58,11 @@ class Const:
     """A constant argument of an op's spec function: a number literal in the spec, passed to the
     op as the static attribute ``name`` (never differentiated).
 
-    ``kind`` is ``"number"`` (any finite int or float, passed as a float) or ``"int"`` (an integer
-    literal); ``default`` is :data:`REQUIRED` or the value used when the argument is left out.
+    ``kind`` is ``"number"`` (any finite int or float, passed as a float), ``"int"`` (an integer
+    literal), ``"pair"`` (a positive integer or a pair of them, passed as a pair: strides, kernel
+    sizes), ``"pair0"`` (the same, zero allowed: pooling's padding), ``"padding"`` (a pair0 or the
+    string ``"same"``) or ``"shape"`` (a tuple of positive integers and at most one ``-1``);
+    ``default`` is :data:`REQUIRED` or the value used when the argument is left out.
     """
 
     name: str
@@ -108,6 +111,8 @@ class Op:
     #: the names of its spec function's expression operands (their number is its arity there;
     #: usage messages show them: ``where(cond, a, b)``)
     operands: tuple[str, ...] = ("x",)
+    #: how many of the last ``operands`` may be left out (``conv2d(x, W)`` without its bias ``b``)
+    optional: int = 0
     #: its spec function's constant arguments after the operands (``leaky_relu(x, 0.2)``, or by
     #: keyword), each a :class:`Const` passed to the op as a static attribute
     consts: tuple[Const, ...] = ()
@@ -218,6 +223,16 @@ def _elementwise_jvp(b, s, ts):
     return total
 
 
+def bilinear_jvp(b, s, ts):
+    """``d(a ∘ c) = da ∘ c + a ∘ dc`` for an op bilinear in its two operands (matmul, outer, the
+    convolution's adjoints), applied with the statement's attributes."""
+    (a, c), (ta, tc) = s.args[:2], ts[:2]
+    terms = [b.emit(s.op, ta, c, **s.attr) if ta is not None else None,
+             b.emit(s.op, a, tc, **s.attr) if tc is not None else None]
+    terms = [t for t in terms if t is not None]
+    return None if not terms else terms[0] if len(terms) == 1 else b.emit("add", *terms)
+
+
 def reduction_jvp(axis_of: Callable) -> Callable:
     """The JVP of an op each of whose result elements depends on one fiber of its operands along
     the axis ``axis_of(stmt)`` (None: a scalar of the whole arrays), from its VJP rule: the VJP of
@@ -292,4 +307,4 @@ def check_axis(v, axis) -> int:
     return axis % v.rank
 
 
-from . import elementwise, select, reduce, linalg, loss, index, functions  # noqa: E402,F401  (fills OPS)
+from . import elementwise, select, reduce, linalg, loss, index, functions, conv  # noqa: E402,F401  (fills OPS)

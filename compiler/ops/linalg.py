@@ -10,7 +10,7 @@ for the vector cases. ``item`` turns a 1×1 matrix (SymPy's ``x.T*x``) into a sc
 from __future__ import annotations
 
 from ..errors import ShapeError
-from . import float_dtype, fmt, need_float, register
+from . import bilinear_jvp, float_dtype, fmt, need_float, register
 
 
 def _matmul_rule(args, attrs):
@@ -80,23 +80,15 @@ def _matmul_note(s, pos):
 
 
 # spelled `a @ b` in specs; with an array result, BLAS writes a new array (or into `out`)
-def _bilinear_jvp(b, s, ts):
-    """``d(a ∘ b) = da ∘ b + a ∘ db`` for a product ∘ (matmul, outer)."""
-    (a, c), (ta, tc) = s.args, ts
-    terms = [b.emit(s.op, ta, c) if ta is not None else None, b.emit(s.op, a, tc) if tc is not None else None]
-    terms = [t for t in terms if t is not None]
-    return None if not terms else terms[0] if len(terms) == 1 else b.emit("add", *terms)
-
-
 register("matmul", _matmul_rule, _matmul_vjp, _matmul_note, family="linalg", symbol="@", fresh=True,
-         into="np.dot", jvp=_bilinear_jvp)
+         into="np.dot", jvp=bilinear_jvp)
 register("transpose", _transpose_rule, lambda b, s, g: [b.emit("transpose", g)],
          "transpose: transposes g", family="linalg", spelling="transpose", operands=("A",), view=True,
          linear=(0,))
 register("outer", _outer_rule,
          lambda b, s, g: [b.emit("matmul", g, s.args[1]), b.emit("matmul", s.args[0], g)],
          "outer: d(abᵀ) = G b, Gᵀ a", helpers=("outer",), family="linalg", into="_outer_into",
-         jvp=_bilinear_jvp)
+         jvp=bilinear_jvp)
 register("item", _item_rule, lambda b, s, g: [b.emit("expand", g, s.args[0])],
          "item: fills a 1x1 array with g", family="linalg", linear=(0,))
 

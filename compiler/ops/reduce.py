@@ -262,3 +262,41 @@ def _logsumexp_vjp(b, s, g):
 register("logsumexp", _reduce_rule, _logsumexp_vjp, "logsumexp: g softmax(x) = g exp(x - y)",
          helpers=("logsumexp",), family="reduce", spelling="logsumexp", keywords=(AXIS,),
          jvp=reduction_jvp(_axis))
+
+
+# ------------------------------------------------------------ softmax as a value (issue 13)
+def _softmax_rule(args, attrs):
+    (x,) = args
+    need_float(x)
+    if check_axis(x, attrs.get("axis")) is None:
+        raise ShapeError("softmax needs an axis")
+    return x.dtype, x.shape
+
+
+def _along(b, s, v):
+    """``Σ_axis v`` broadcast back along the axis (the softmax's row sums)."""
+    axis = s.attr["axis"]
+    return b.emit("expand", b.emit("sum", v, axis=axis), s.args[0], axis=axis)
+
+
+def _softmax_back(b, s, g):
+    """y ⊙ (g − Σ_axis g ⊙ y): the VJP (and, g a tangent, the JVP) of y = softmax(x)."""
+    return b.emit("mul", s.out, b.emit("sub", g, _along(b, s, b.emit("mul", g, s.out))))
+
+
+def _log_softmax_back(b, s, g, transpose: bool):
+    """The VJP ``g − softmax ⊙ Σ_axis g`` (``transpose``) and the JVP ``t − Σ_axis softmax ⊙ t`` of
+    y = log_softmax(x), with softmax = exp(y)."""
+    p = b.emit("exp", s.out, name="softmax")
+    return b.emit("sub", g, b.emit("mul", p, _along(b, s, g)) if transpose else _along(b, s, b.emit("mul", p, g)))
+
+
+# softmax(x; axis) = exp(x - logsumexp(x)) along one axis (default the last), log_softmax(x; axis) =
+# x - logsumexp(x): values (not only inside the loss), each computed with the max shift
+register("softmax", _softmax_rule, lambda b, s, g: [_softmax_back(b, s, g)], "softmax: y (g - sum(g y))",
+         helpers=("softmax",), family="reduce", spelling="softmax", keywords=(Const("axis", "int", -1),),
+         jvp=lambda b, s, ts: None if ts[0] is None else _softmax_back(b, s, ts[0]))
+register("log_softmax", _softmax_rule, lambda b, s, g: [_log_softmax_back(b, s, g, True)],
+         "log_softmax: g - softmax sum(g)", helpers=("softmax",), family="reduce", spelling="log_softmax",
+         keywords=(Const("axis", "int", -1),),
+         jvp=lambda b, s, ts: None if ts[0] is None else _log_softmax_back(b, s, ts[0], False))
