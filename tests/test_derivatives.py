@@ -651,3 +651,129 @@ def test_vjp_of_named_outputs_sums_the_cotangents():
         want_b = 0.5 * fd_jacobian(classifier_ref, args, idx_b) + C.sum(axis=0)
         assert_close(gW, want_W, "vjp W", 1e-6, 1e-7)
         assert_close(gb, want_b, "vjp b", 1e-6, 1e-7)
+
+
+# ====================================================================== masked selects at second order
+def test_hessian_of_the_untaken_log_branch_is_exactly_two():
+    """Piecewise((log(x), x > 0), (x**2, True)): at x = -1 and at x = 0 the log branch (whose
+    derivatives are NaN / -inf there) is not taken; the Hessian is exactly 2, no NaN."""
+    x1 = sp.Symbol("x", real=True)
+    c = compiled(sp.Piecewise((sp.log(x1), x1 > 0), (x1 ** 2, True)), args=[x1],
+                 derivatives=["hessian", "hvp", "value_grad_hessian"])
+    for point in (-1.0, 0.0, -1e-300):
+        H = c.hessian(point)
+        assert H.shape == (1, 1) and H[0, 0] == 2.0, (point, H)
+        assert c.hvp(point, 1.5) == (3.0,)
+        value, (g,), H2 = c.value_grad_hessian(point)
+        assert (value, g, H2[0, 0]) == (point ** 2, 2 * point, 2.0)
+    for point in (0.5, 3.0):                        # the log branch: -1/x^2
+        assert c.hessian(point)[0, 0] == pytest.approx(-1 / point ** 2, rel=1e-15)
+
+
+WHERE_SQRT = spec_text("masked", {}, {"x": [5]},
+                       [("f", "sum(where(x > 0, sqrt(x) * x, x * x * x) + where(x > 0, log(x), 0.5 * x * x))")], "f")
+
+
+def test_where_with_sqrt_and_log_in_the_untaken_branch_gives_no_nan():
+    """where(x > 0, sqrt(x) x, x³) + where(x > 0, log x, x²/2) at x with zeros and negatives:
+    the sqrt/log branches' derivatives are inf/NaN at 0 and below, not taken there. Exact
+    values: d²/dx² is 6x + 1 for x ≤ 0, 3/(4√x) - 1/x² for x > 0 (the Hessian is diagonal)."""
+    c = compiled(WHERE_SQRT, derivatives=["hessian", "hvp"])
+    xs = np.array([0.0, -1.0, 2.0, 0.0, -0.25])
+    want = np.where(xs > 0, 0.75 / np.sqrt(np.where(xs > 0, xs, 1.0)) - 1 / np.where(xs > 0, xs, 1.0) ** 2, 6 * xs + 1)
+    (H,), = c.hessian(xs)
+    assert np.all(np.isfinite(H))
+    np.testing.assert_allclose(H, np.diag(want), rtol=1e-15, atol=0)
+    v = np.array([1.0, 2.0, -1.0, 0.5, 3.0])
+    (Hv,) = c.hvp(xs, v)
+    assert np.all(np.isfinite(Hv))
+    np.testing.assert_allclose(Hv, want * v, rtol=1e-15, atol=0)
+
+
+# ====================================================================== bad input
+@pytest.fixture(scope="module")
+def classifier_args():
+    c = compiled(CLASSIFIER, derivatives=DERIVATIVES["classifier"])
+    values = classifier_points()[0]
+    return c, values, _args(c, values)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "hvp", "value_grad_hessian"])
+def test_a_hessian_of_a_vector_output_is_an_error_naming_the_place(kind):
+    c = compiled(VECTOR, derivatives=["jacobian", "jvp", "vjp"])
+    values = vector_points()[0]
+    args = _args(c, values)
+    with pytest.raises(gradc.ShapeError) as info:
+        if kind == "hvp":
+            c.hvp(*args, tuple(values[w] for w in c.wrt))
+        else:
+            getattr(c, kind)(*args)
+    e = info.value
+    assert kind.replace("_", " ") in e.message and "out" in e.message and "[3, 2]" in e.message
+    line = VECTOR.split("\n").index(next(l for l in VECTOR.split("\n") if l.startswith("out = "))) + 1
+    assert e.where and e.where.startswith(f"<spec>:{line}:"), e.where  # the line of out
+    assert "jacobian" in (e.hint or "") and "scalar" in (e.hint or "")
+
+
+def test_a_value_without_a_gradient_has_no_value_and_grad():
+    c = compiled(VECTOR, derivatives=["jacobian", "jvp", "vjp"])
+    with pytest.raises(GradcError, match="no gradient"):
+        c.value_and_grad(*_args(c, vector_points()[0]))
+
+
+def test_wrt_an_int_input_is_an_error_naming_it():
+    with pytest.raises(gradc.SpecError, match="'y', an int64 input"):
+        gradc.compile(CLASSIFIER, wrt=["y", "W"], derivatives=["jacobian"])
+
+
+@pytest.mark.parametrize("case, seeds, names", [
+    ("hvp: v of the wrong shape", lambda W, b: ("hvp", (W, np.ones(3))), "'b_dot'"),
+    ("hvp: v transposed", lambda W, b: ("hvp", (W.T, b)), "'W_dot'"),
+    ("hvp: too few", lambda W, b: ("hvp", (W,)), "2 seed(s)"),
+    ("hvp: an int array", lambda W, b: ("hvp", (W.astype(np.int64), b)), "'W_dot'"),
+    ("jvp: tangent of the wrong shape", lambda W, b: ("jvp", (W, np.ones((1, 4)))), "'b_dot'"),
+    ("jvp: too many", lambda W, b: ("jvp", (W, b, b)), "2 seed(s)"),
+    ("jvp: a list, not an array", lambda W, b: ("jvp", (W.tolist(), b)), "'W_dot'"),
+    ("vjp: cotangent of the wrong shape", lambda W, b: ("vjp", (1.0, np.ones((5, 3)))), "'scores_ct'"),
+    ("vjp: one cotangent for two outputs", lambda W, b: ("vjp", (1.0,)), "2 seed(s)"),
+])
+def test_seeds_of_the_wrong_shape_or_count_are_argument_errors(classifier_args, case, seeds, names):
+    c, values, args = classifier_args
+    kind, s = seeds(values["W"], values["b"])
+    with pytest.raises(ArgumentError) as info:
+        getattr(c, kind)(*args, s)
+    assert str(info.value).startswith(f"{kind}: ") and names in str(info.value), str(info.value)
+
+
+def test_seeds_missing_is_an_argument_error(classifier_args):
+    c, values, args = classifier_args
+    with pytest.raises(ArgumentError, match="then the v"):
+        c.hvp(*args)
+    with pytest.raises(ArgumentError, match="then the tangents"):
+        c.jvp(*args)
+
+
+def test_an_op_without_a_jvp_rule_is_an_unsupported_error_naming_it(monkeypatch):
+    """No op lacks a rule today: a toy stand-in, sinh without its traits, shows what happens to
+    a new one -- an error at compile time naming the op, never a zero tangent."""
+    import dataclasses
+
+    from gradc.ops import OPS, jvp_rule
+    from gradc.pipeline import build
+
+    toy = dataclasses.replace(OPS["sinh"], elementwise=False, jvp=None, linear=())
+    assert jvp_rule(toy) is None
+    monkeypatch.setitem(OPS, "sinh", toy)
+    u = sp.Symbol("u", real=True)
+    for kind in ("jvp", "hvp", "hessian"):
+        with pytest.raises(gradc.UnsupportedError, match="sinh has no forward-mode"):
+            build(sp.sinh(u) * u, args=[u], options=gradc.Options(derivatives=(kind,)))
+
+
+def test_every_op_has_a_forward_rule_or_no_float_result():
+    """The masks (comparisons, logical ops) have no tangent; every other op of the table has a
+    JVP rule, its own or derived from its traits (forward over reverse needs them all)."""
+    from gradc.ops import OPS, jvp_rule
+    masks = {"lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not"}
+    missing = sorted(n for n, op in OPS.items() if jvp_rule(op) is None and n not in masks)
+    assert not missing, f"ops without a JVP rule: {missing}"
