@@ -421,6 +421,11 @@ def summarize(out) -> dict:
     return {"hvp": hvp, "dense": dense, "targets": targets, "problems": problems}
 
 
+def _load_range(out) -> str:
+    loads = [r["loadavg"][0] for e in out["results"].values() for r in e["by"].values() if r.get("loadavg")]
+    return f"; 1-min load average after each job: {min(loads):.1f} to {max(loads):.1f}" if loads else ""
+
+
 def markdown(out) -> str:
     from benchmarks.run import _la, fmt_s, fmt_time, table
 
@@ -452,7 +457,7 @@ def markdown(out) -> str:
          f"{m['date']}, git {m['git']}; `{m['command']}`; wall time {m.get('wall_s', 0) / 60:.1f} min.", "",
          f"Machine: {mc.get('cpu')}, {mc.get('cpus')} CPUs ({mc.get('cpus_usable', '?')} usable), "
          f"{mc.get('memory_gib', '?')} GiB, {mc['platform']}. Load average (1, 5, 15 min) at start / end: "
-         f"{_la(m.get('loadavg_start'))} / {_la(m.get('loadavg_end'))}.", "",
+         f"{_la(m.get('loadavg_start'))} / {_la(m.get('loadavg_end'))}" + _load_range(out) + ".", "",
          "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
          f"Threads: {m['threads']} (" + ", ".join(f"{k}={v}" for k, v in m["thread_env"].items())
          + (f"; torch.set_num_threads({m['threads']})" if "torch" in fws else "") + ").", "",
@@ -464,7 +469,7 @@ def markdown(out) -> str:
          f"hand-written formulas (≤ {m['exact_tol']:g}; the formulas themselves agree with central differences), "
          f"the 200-term Hessian against central differences. gradc is timed at its bare Numba dispatchers "
          f"(`c.module.hvp(*args, *v)`, `c.module.hessian(*args)`, `c.module.jacobian(*args)`); "
-         f"\"public\" is `c.hvp(*args, v)` / `c.hessian(*args)`. JAX: `jax.jit` of "
+         f"\"public\" is `c.hvp(*args, v)` / `c.hessian(*args)` / `c.jacobian(*args)`. JAX: `jax.jit` of "
          f"`jax.jvp(jax.grad(f, argnums), primals, v)`, `jax.hessian(f, argnums)`, `jax.jacfwd`/`jax.jacrev` "
          f"(x64, results blocked on). PyTorch: eager `torch.func` (`jvp(grad(f))`, `hessian`, `jacfwd`/`jacrev`); "
          f"its value_and_grad is the main suite's autograd one. Ratios divide by gradc's bare time.", ""]
@@ -517,7 +522,8 @@ def markdown(out) -> str:
                 row = ["Jacobian (250×9)", e["title"]]
                 if "gradc" in fws:
                     row += [f"{tm(e, 'gradc', 'jacobian')} (auto; fwd {tm(e, 'gradc', 'jacobian_fwd')}, "
-                            f"rev {tm(e, 'gradc', 'jacobian_rev')})", "", first(e, "gradc", "jacobian")]
+                            f"rev {tm(e, 'gradc', 'jacobian_rev')})", tm(e, "gradc", "jacobian_public"),
+                            first(e, "gradc", "jacobian")]
                 for fw in fws:
                     if fw != "gradc":
                         row += [f"jacfwd {tm(e, fw, 'jacobian_fwd')}, jacrev {tm(e, fw, 'jacobian_rev')}"]

@@ -107,7 +107,7 @@ def test_derivatives_markdown_and_json(derivatives_run):
     assert data["meta"]["frameworks_run"] == ["gradc"] and data["meta"]["threads"] == 1
     assert list(data["results"]) == ["hvp:sigmoid_neuron", "hessian:sigmoid_neuron", "jacobian:gauss3_250"]
     want = {"hvp": {"hvp", "hvp_public", "vg"}, "hessian": {"hessian", "hessian_public"},
-            "jacobian": {"jacobian", "jacobian_fwd", "jacobian_rev"}}
+            "jacobian": {"jacobian", "jacobian_public", "jacobian_fwd", "jacobian_rev"}}
     pids = set()
     for key, entry in data["results"].items():
         res = entry["by"]["gradc"]

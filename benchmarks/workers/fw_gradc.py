@@ -82,8 +82,8 @@ def derivative(kind, case, inputs, seeds) -> dict:
 
     hvp: the bare dispatcher ``m.module.hvp(*args, *v)``, the public ``m.hvp(*args, v)`` and the
     same module's ``value_and_grad`` (for HVP ÷ value_and_grad); hessian: ``m.module.hessian`` and
-    ``m.hessian``; jacobian: ``m.module.jacobian`` with ``Options(jacobian="auto")`` and, as
-    variants, ``"fwd"`` and ``"rev"``. The first thunk compiles the module (the parent gives the
+    ``m.hessian``; jacobian: ``m.module.jacobian`` with ``Options(jacobian="auto")``, ``m.jacobian``
+    and, as variants, ``"fwd"`` and ``"rev"``. The first thunk compiles the module (the parent gives the
     process fresh caches, so its first call is cold); the others reuse it.
     """
     import gradc
@@ -119,7 +119,9 @@ def derivative(kind, case, inputs, seeds) -> dict:
         return {"hessian": lambda: (compiled().module.hessian, args_of(compiled()), dense_hessian),
                 "hessian_public": lambda: (compiled().hessian, args_of(compiled()), dense_hessian)}
     if kind == "jacobian":
-        return {name: (lambda mode=mode: (compiled(mode).module.jacobian, args_of(compiled(mode)), np.asarray))
-                for name, mode in (("jacobian", "auto"), ("jacobian_fwd", "fwd"), ("jacobian_rev", "rev"))}
+        out = {name: (lambda mode=mode: (compiled(mode).module.jacobian, args_of(compiled(mode)), np.asarray))
+               for name, mode in (("jacobian", "auto"), ("jacobian_fwd", "fwd"), ("jacobian_rev", "rev"))}
+        out["jacobian_public"] = lambda: (compiled().jacobian, args_of(compiled()), np.asarray)
+        return out
     raise NotApplicable(f"unknown derivative {kind}")
 
