@@ -562,3 +562,141 @@ def test_float64_references_are_as_stable_as_the_ops(x):
                 for row, k in zip(scores, labels)]
         close(F.softmax_ce(scores, labels), want, "softmax_cross_entropy")
         close(M.softmax_ce(M.arr(scores), labels), want, "softmax_cross_entropy (mpmath)")
+
+
+# ================================================================== forward mode: JVP and HVP (issue 11)
+#: Each example compiles a module with the jvp and hvp entry points besides value_and_grad (three
+#: Numba compiles): a few examples in the ci profile, dozens in the thorough one.
+FEW = settings(max_examples=max(2, EXAMPLES // 4))
+FEWER = settings(max_examples=max(1, EXAMPLES // 10))
+#: The HVP's central differences of value_and_grad along v: the step, and the accepted error
+#: (relative to max(1, |fd|), plus 4x the Richardson estimate and the rounding of the gradients).
+HVP_STEP, HVP_TOL = 1e-5, 1e-6
+
+
+def hvp_by_differences(c, args, wrt_pos, v):
+    """Central differences of ``value_and_grad``'s gradients along ``v`` (one array or number per
+    ``wrt`` argument, at positions ``wrt_pos``): ``(fd, err, rounding)`` per ``wrt`` argument,
+    the quotient at step h/2, its disagreement with step h (large where a kink lies within the
+    step) and the size of the rounding error of the gradients divided by the step."""
+    quots, gmax = [], 0.0
+    for h in (HVP_STEP, HVP_STEP / 2):
+        grads = []
+        for sign in (1.0, -1.0):
+            a = list(args)
+            for p, t in zip(wrt_pos, v):
+                a[p] = args[p] + sign * h * t
+            g = c.value_and_grad(*a)[1]
+            gmax = max([gmax] + [float(np.max(np.abs(x))) for x in g])
+            grads.append(g)
+        quots.append([(np.asarray(gp) - np.asarray(gm)) / (2 * h) for gp, gm in zip(*grads)])
+    rounding = 64 * np.finfo(np.float64).eps * max(1.0, gmax) / HVP_STEP
+    return [(q2, np.abs(q1 - q2), rounding) for q1, q2 in zip(*quots)]
+
+
+def check_hvp(Hv, by_differences, what):
+    for k, (got, (fd, err, rounding)) in enumerate(zip(Hv, by_differences)):
+        got = np.asarray(got, dtype=np.float64)
+        assert got.shape == fd.shape, f"{what}: (H v)_{k} has shape {got.shape}, want {fd.shape}"
+        smooth = err <= 1e-4 * np.maximum(1.0, np.abs(fd)) + rounding
+        tally(f"HVP entries skipped (kink within the step): {int(np.sum(~smooth))}")
+        tol = HVP_TOL * np.maximum(1.0, np.abs(fd)) + 4 * err + rounding
+        bad = smooth & ~(np.abs(got - fd) <= tol)          # (a NaN is bad)
+        assert not np.any(bad), f"{what}: (H v)_{k} = {got}, differences of the gradient {fd} (± {tol})"
+
+
+@FEW
+@given(tree=scalar_trees(max_depth=DEPTH), points=POINTS, seed=st.integers(0, 2 ** 32 - 1))
+def test_scalar_tree_jvp_and_hvp_match_sympy_and_differences_of_the_gradient(tree, points, seed):
+    """jvp == value and gradient · t of ``sympy.diff`` (mpmath); hvp == central differences of
+    ``value_and_grad`` along v."""
+    oracle = SymbolicOracle(tree.expr, list(XS))
+    wanted = []
+    for pt in points:
+        try:
+            wanted.append((pt, oracle.at(dict(zip(XS, pt)))))
+        except Reject as why:
+            event(f"scalar point rejected: {why}")
+    assume(wanted)
+    c = compiled(tree.expr, args=list(XS), derivatives=["jvp", "hvp"])
+    rng = np.random.default_rng(seed)
+    for pt, (want, want_grads, scale) in wanted[:3]:
+        note(f"point {pt}")
+        t = rng.standard_normal(3)
+        value, tangent = c.jvp(*pt, tuple(t))
+        assert_close(value, want, 1.0, f"jvp's value of {tree.expr} at {pt}")
+        want_t = float(np.dot(want_grads, t))
+        size = float(np.sum(np.abs(np.multiply(want_grads, t))))
+        assert abs(tangent - want_t) <= 1e-9 * size + 1e-11 * scale * float(np.sum(np.abs(t))), \
+            f"jvp of {tree.expr} at {pt} along {t}: {tangent}, want {want_t}"
+        Hv = c.hvp(*pt, tuple(t))
+        assert isinstance(Hv, tuple) and len(Hv) == 3
+        check_hvp([np.asarray(h) for h in Hv], hvp_by_differences(c, list(pt), [0, 1, 2], list(t)),
+                  f"hvp of {tree.expr} at {pt} along {t}")
+
+
+@FEWER
+@given(tree=array_trees(max_depth=DEPTH, max_rank=MAX_RANK, max_nodes=MAX_NODES), seed=st.integers(0, 2 ** 32 - 1),
+       batch=st.integers(1, 3))
+def test_array_tree_jvp_and_hvp_match_the_exact_gradient_and_its_differences(tree, seed, batch):
+    """jvp == Σ exact gradient · t (the mpmath reference's 50-digit differences); hvp ==
+    central differences of ``value_and_grad`` along v. float64 trees (float32 has no room for
+    second differences)."""
+    assume(tree.precision == "float64")
+    note(tree.source)
+    rng = np.random.default_rng(seed)
+    args = tree.draw_args(rng, batch)
+    try:
+        with mpmath.workdps(MP_DPS):
+            want, want_grads = exact_gradients(tree, args)
+    except Reject as why:
+        event(f"array point rejected: {why}")
+        assume(False)
+    c = compiled(tree.source, derivatives=["jvp", "hvp"])
+    call_args = [args[a] for a in c.arg_names]
+    tangents = tuple(rng.standard_normal(np.shape(args[w])) for w in c.wrt)
+    value, tangent = c.jvp(*call_args, tangents)
+    assert_close(value, want, max(1.0, abs(want)), f"jvp's value at batch {batch}")
+    want_t = sum(float(np.sum(want_grads[w] * t)) for w, t in zip(c.wrt, tangents))
+    size = sum(float(np.sum(np.abs(want_grads[w] * t))) for w, t in zip(c.wrt, tangents))
+    assert abs(tangent - want_t) <= 1e-9 * size + 1e-11 * max(1.0, size), \
+        f"jvp at batch {batch}: {tangent}, want {want_t}"
+    wrt_pos = [c.arg_names.index(w) for w in c.wrt]
+    Hv = c.hvp(*call_args, tangents)
+    assert isinstance(Hv, tuple) and len(Hv) == len(c.wrt)
+    check_hvp(Hv, hvp_by_differences(c, call_args, wrt_pos, list(tangents)), f"hvp at batch {batch}")
+
+
+#: ops that never get a tangent: constants, and the masks (comparisons and their logic)
+NO_TANGENT = {"const", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not"}
+
+
+def test_every_jvp_rule_is_reached_by_the_strategies(monkeypatch):
+    """Forward mode and forward over reverse (the jvp and hvp IR, :func:`gradc.ad.derivatives.derive`,
+    of trees drawn as in :func:`test_every_op_is_reachable_by_the_strategies`; no Numba) apply
+    the JVP rule of every op of the table but the constants and masks: the properties above
+    exercise every rule."""
+    import gradc.ad.forward as forward
+    from gradc.ad.derivatives import derive
+
+    applied: set[str] = set()
+    rule_of = forward.jvp_rule
+
+    def recording(op):
+        applied.add(op.name)
+        return rule_of(op)
+
+    monkeypatch.setattr(forward, "jvp_rule", recording)
+    for family, (strategy, productions) in FAMILIES.items():
+        sample = draw_examples(strategy, 200)
+        for prod in productions:
+            having = [t for t in sample if prod in t.productions]
+            if not having:
+                having = [find(strategy, lambda t, prod=prod: prod in t.productions, settings=FIND)]
+            having = sorted({str(t.source): t for t in having}.values(), key=lambda t: len(str(t.source)))
+            for t in having[:2] + having[2:][-1:]:
+                art = build(t.source, **compile_kwargs(t))
+                for kind in ("jvp", "hvp"):
+                    derive(kind, art.primal, art.full, art.lowered.wrt)
+    missing = sorted(set(OPS) - applied - NO_TANGENT)
+    assert not missing, f"JVP rules no strategy reaches: {missing} (reached: {sorted(applied)})"
