@@ -778,10 +778,16 @@ def test_every_op_has_a_forward_rule_or_no_float_result():
     assert not missing, f"ops without a JVP rule: {missing}"
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="backend bug (reported): the HVP of a product of 1x1 "
-                   "matrices fails to render: KeyError in gradc.backend.emit.Printer.sweep (plan.release)")
-def test_hvp_of_a_product_of_one_by_one_matrices_renders():
-    """Found by the JVP reachability check (tests/test_properties.py) on a matrix tree."""
-    from gradc.pipeline import build
+def test_hvp_of_a_product_of_one_by_one_matrices():
+    """Found by the JVP reachability check (tests/test_properties.py) on a matrix tree: the memory
+    plan released an array a broadcast had read only for its shape, before its definition
+    (a KeyError when rendering). f = u m² v for 1x1 matrices; its H v against SymPy's Hessian of
+    the scalar expression."""
     M0, u, v = sp.MatrixSymbol("M0", 1, 1), sp.MatrixSymbol("u", 1, 1), sp.MatrixSymbol("v", 1, 1)
-    build(u.T * sp.HadamardPower(M0, 2) * v, args=[M0, u, v], options=gradc.Options(derivatives=("hvp",)))
+    f = gradc.compile(u.T * sp.HadamardPower(M0, 2) * v, args=[M0, u, v], derivatives=["hvp"])
+    m, a, b = sp.symbols("m a b")
+    point = {m: 0.7, a: -1.3, b: 2.1}
+    H = np.array(sp.hessian(a * m ** 2 * b, (m, a, b)).subs(point), dtype=float)
+    vec = np.array([0.5, -2.0, 1.5])
+    got = f.hvp(*[np.full((1, 1), float(point[s])) for s in (m, a, b)], tuple(np.full((1, 1), x) for x in vec))
+    np.testing.assert_allclose(np.array([g.item() for g in got]), H @ vec, rtol=1e-12)

@@ -77,6 +77,9 @@ def plan_memory(items: list, outputs=(), *, given=(), owned=(), targets=frozense
     for item in items:
         if isinstance(item, Line):
             shared.update(id(a) for a in item.stmt.args)
+    # where each value is defined: a broadcast in a loop reads only the shape of its second operand,
+    # so a schedule may put it before that operand's definition, which is then no read to release after
+    defined = {id(s.out): k for k, item in enumerate(items) for s in stmts_of(item)}
     live: dict[int, Value] = {id(v): v for v in owned if v.shape}     # owned arrays, oldest first
     loop_scalars: set[int] = set()
     for k, item in enumerate(items):
@@ -108,7 +111,7 @@ def plan_memory(items: list, outputs=(), *, given=(), owned=(), targets=frozense
             for a in s.args:
                 i = id(a)
                 if a.shape and a.dtype in LOOP_DTYPES and i not in inside and i not in loop_scalars \
-                        and last.get(i) == k and i not in never and i not in reused \
+                        and last.get(i) == k and i not in never and i not in reused and defined.get(i, -1) <= k \
                         and last.get(root(i), -1) <= k \
                         and not any(root(j) == root(i) and last.get(j, -1) > k for j in roots):
                     dead[i] = a
