@@ -69,33 +69,37 @@ def _worker_folder() -> Path:
 def module(ref):
     """The generated module ``ref = (file name, sha256 of its bytes, the client's path)``.
 
-    On a Dask worker the file comes from the worker's folder (``client.upload_file``); elsewhere
-    (dask's local schedulers) from the client's path. It is copied to :func:`_worker_folder` (only
-    if it differs, so Numba's cache stays valid) and imported from there as a plain module."""
+    Imported from the client's path when this machine sees that file unchanged (one machine, or a
+    shared file system: Numba's cache there is the client's), else from a copy of the file that
+    ``client.upload_file`` put in the worker's folder, written to :func:`_worker_folder` (only if it
+    differs, so Numba's cache of it stays valid). Imported once per process, as a plain module."""
     filename, digest, client_path = ref
     mod = _MODULES.get(digest)
     if mod is not None:
         return mod
-    candidates = []
-    try:
-        from distributed import get_worker
-        candidates.append(Path(get_worker().local_directory) / filename)
-    except (ImportError, ValueError):
-        pass
-    candidates.append(Path(client_path))
-    data = None
-    for src in candidates:
-        if src.is_file() and hashlib.sha256(src.read_bytes()).hexdigest() == digest:
-            data = src.read_bytes()
-            break
-    if data is None:
-        raise FileNotFoundError(f"the generated module {filename} (sha256 {digest[:16]}) is not on this worker "
-                                f"(looked in {', '.join(map(str, candidates))})")
-    path = _worker_folder() / filename
-    if not path.is_file() or path.read_bytes() != data:
-        tmp = path.with_name(f".{filename}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+
+    def same(p: Path) -> bool:
+        try:
+            return p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == digest
+        except OSError:
+            return False
+
+    path = Path(client_path)
+    if not same(path):
+        try:
+            from distributed import get_worker
+            uploaded = Path(get_worker().local_directory) / filename
+        except (ImportError, ValueError):
+            uploaded = None
+        if uploaded is None or not same(uploaded):
+            raise FileNotFoundError(f"the generated module {filename} (sha256 {digest[:16]}) is neither at "
+                                    f"{client_path} nor uploaded to this worker ({uploaded})")
+        data = uploaded.read_bytes()
+        path = _worker_folder() / filename
+        if not same(path):
+            tmp = path.with_name(f".{filename}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
     name = path.stem if path.stem.isidentifier() else "gradc_worker_" + digest[:16]
     taken = sys.modules.get(name)
     if taken is not None and getattr(taken, "SOURCE_HASH", None) is not None:
@@ -114,6 +118,11 @@ def module(ref):
     spec.loader.exec_module(mod)
     _MODULES[digest] = mod
     return mod
+
+
+def loaded_modules() -> dict:
+    """``{sha256: file}`` of the generated modules this worker process has imported."""
+    return {d: m.__file__ for d, m in _MODULES.items()}
 
 
 def make_shard(names, *arrays) -> dict:
@@ -359,6 +368,7 @@ class Sharded:
             raise DistributedError(f"compiled={compiled!r} is not a gradc.Compiled",
                                    hint="pass gradc.compile(spec)")
         self.compiled, self.reduction, self.retries = compiled, reduction, retries
+        self.rescattered = 0          # shards scattered again after a lost worker
         self.inputs = _data_names(compiled)
         wrong = [w for w in compiled.wrt if w in self.inputs]
         if wrong:
@@ -428,10 +438,10 @@ class Sharded:
         k = shards if shards is not None else max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= max(n, 1):
             raise DistributedError(f"shards={shards!r} must be an integer from 1 to the number of rows ({n})")
-        cuts = np.linspace(0, n, k + 1).astype(int)
+        cuts = np.cumsum([0] + [n // k + (i < n % k) for i in range(k)])        # as numpy.array_split
         sources = [{name: a[cuts[i]:cuts[i + 1]] for name, a in arrays.items()} for i in range(k)]
         self._labels = [f"rows {cuts[i]}:{cuts[i + 1]}" for i in range(k)]
-        return sources, client.scatter(sources)
+        return sources, client.scatter(sources, hash=False)
 
     def _check_keys(self, data: dict) -> None:
         for key in data:
@@ -484,9 +494,10 @@ class Sharded:
         lost = [k for k, f in enumerate(self.shards) if f.status in ("cancelled", "lost", "error")]
         again = [k for k in lost if self._sources[k] is not None]
         if again:
-            new = self.client.scatter([self._sources[k] for k in again])
+            new = self.client.scatter([self._sources[k] for k in again], hash=False)
             for k, f in zip(again, new):
                 self.shards[k] = f
+            self.rescattered += len(again)
         return bool(again)
 
     # ------------------------------------------------------------ value and gradient
@@ -549,11 +560,14 @@ class Sharded:
 
     def _run(self, ptuple, parts):
         """One reduction over ``parts`` = [(shard index, rows or None, row count)]."""
+        import time
         from concurrent.futures import CancelledError
         total = sum(c for _, _, c in parts)
         for attempt in range(self.retries + 1):
             try:
-                [pf] = self.client.scatter([ptuple], broadcast=True, hash=False)
+                # to one worker; the others fetch it from there once per step (a broadcast would replicate
+                # through the scheduler, which keeps retrying a worker that died meanwhile)
+                [pf] = self.client.scatter([ptuple], hash=False)
                 futures = []
                 for j, (k, rows, count) in enumerate(parts):
                     weight = count / total if self.reduction == "mean" else 1.0
@@ -562,9 +576,11 @@ class Sharded:
                                                       self.reduction == "sum" and j > 0, pure=False))
                 value, grads = self._reduce(futures).result()
                 return value, grads
-            except CancelledError:
-                if attempt == self.retries or not self._recover():
+            except CancelledError:              # scattered shards lost with a worker: scatter them again
+                if attempt == self.retries:
                     raise
+                time.sleep(0.1 * attempt)
+                self._recover()
         raise AssertionError("unreachable")
 
     def value_and_grad(self, params: dict) -> tuple[float, dict]:
@@ -732,8 +748,9 @@ class Sharded:
     def close(self) -> None:
         """Release the shards; close the cluster if this object started it."""
         try:
-            if self.conn.client.status == "running":
-                self.client.cancel(self.shards)
+            for f in self.shards:              # this object's references (not cancel: keys may be shared)
+                f.release()
+            self.shards = []
         finally:
             self.conn.close()
 
