@@ -361,7 +361,7 @@ class Sharded:
 
     def __init__(self, compiled, data, *, shards: int | None = None, reduction: str | None = None,
                  client=None, scheduler: str | None = None, n_workers: int | None = None,
-                 timeout: float = 10.0, retries: int = 3):
+                 timeout: float = 10.0, retries: int = 5):
         if reduction not in (None, "mean", "sum"):
             raise DistributedError(f"reduction={reduction!r} must be 'mean', 'sum' or None (detect it)")
         if not hasattr(compiled, "module") or not hasattr(compiled, "arg_names"):
@@ -576,10 +576,11 @@ class Sharded:
                                                       self.reduction == "sum" and j > 0, pure=False))
                 value, grads = self._reduce(futures).result()
                 return value, grads
-            except CancelledError:              # scattered shards lost with a worker: scatter them again
+            except (CancelledError, OSError):   # scattered shards lost with a worker, or a scatter to a
+                # worker that has just died (distributed's CommClosedError is an OSError): scatter again
                 if attempt == self.retries:
                     raise
-                time.sleep(0.1 * attempt)
+                time.sleep(0.5 * (attempt + 1))    # time for the scheduler to see the worker gone
                 self._recover()
         raise AssertionError("unreachable")
 

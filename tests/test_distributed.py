@@ -283,7 +283,7 @@ def test_speedup_note(client, mlp, digits):
     """Full-data value and gradient of the digits MLP on 2 workers against one process: printed
     (run with -s), never asserted -- this machine's 2 cores are shared."""
     X, y = digits
-    X, y = np.ascontiguousarray(np.tile(X, (40, 1))), np.tile(y, 40)          # 71,880 rows
+    X, y = np.ascontiguousarray(np.tile(X, (20, 1))), np.tile(y, 20)          # 35,940 rows
     params = mlp.init_params(seed=0)
     mlp.value_and_grad(X[:10], y[:10], **params)
     t0 = time.perf_counter()
@@ -309,8 +309,7 @@ def test_training_survives_a_killed_worker(client, mlp, digits):
     X, y = digits
     kw = dict(epochs=2, batch_size=200, optimizer="momentum", lr=0.1, seed=5, log=None, progress=False)
     quiet = mlp.init_params(seed=4)
-    with gd.Sharded(mlp, {"X": X, "y": y}, shards=6, client=client) as s:
-        s.train(quiet, **kw)
+    train(mlp, quiet, {"X": X, "y": y}, **kw)           # undisturbed, in one process
     pids = client.run(os.getpid)
     victim = max(pids.values())
     killed = []
@@ -326,6 +325,6 @@ def test_training_survives_a_killed_worker(client, mlp, digits):
         assert killed == [4] and s.rescattered >= 1
     assert len(history) == 2
     for name in mlp.wrt:
-        assert _rel(params[name], quiet[name]) < 1e-12, name
+        assert _rel(params[name], quiet[name]) < 1e-10, name
     client.wait_for_workers(2, timeout=60)
     assert victim not in client.run(os.getpid).values()
