@@ -139,8 +139,9 @@ def _swept(d: Derivative, opts: Options, tables: dict, args: list[Value], names:
 
     loop = set_seed(1.0) + body
     for v, off, n in zip(results, result_off, result_sizes):
-        if v.shape:
-            loop.append(f"_M[_k, {off}:{_sum([off, n])}] = {names[id(v)]}.ravel()")
+        if v.shape:      # element by element: a slice assignment costs Numba seconds of compile time
+            loop += [f"_r = {names[id(v)]}.ravel()", f"for _j in range({n}):",
+                     f"    _M[_k, {off} + _j] = _r[_j]" if off != "0" else "    _M[_k, _j] = _r[_j]"]
         else:
             loop.append(f"_M[_k, {off}] = {names[id(v)]}")
     loop += set_seed(0.0)

@@ -198,7 +198,7 @@ class Printer:
             if role in (Role.SCATTER, Role.SCATTER_ADD):
                 if scatter_root.get(id(s.out), s.out) is s.out:
                     if target:
-                        lines.append(f"{target}[:] = {_LIT[s.out.dtype](0.0)}")
+                        lines.append(f"{target}.fill({_LIT[s.out.dtype](0.0)})")
                     else:
                         odims = [dims[k] if d == loop.shape[k] else str(d) for k, d in enumerate(s.out.shape)]
                         lines.append(f"{s.out.name} = {_alloc(odims, s.out.dtype, True, f32)}")
@@ -206,7 +206,7 @@ class Printer:
                 if not s.out.shape:
                     lines.append(f"{s.out.name} = {_LIT['f32' if s.out.dtype == 'f32' else 'f64'](0.0)}")
                 elif target:
-                    lines.append(f"{target}[:] = {_LIT[s.out.dtype](0.0)}")
+                    lines.append(f"{target}.fill({_LIT[s.out.dtype](0.0)})")
                 else:
                     lines.append(f"{s.out.name} = {_alloc(dims[rank - s.out.rank:], s.out.dtype, True, f32)}")
             elif id(s.out) in plan.stored:
@@ -283,6 +283,14 @@ def print_plain(stmts, names: dict, comments: bool = True) -> list[str]:
     """One line per statement, no loops, constant tables inline (``gradc explain``'s trace)."""
     p = Printer(names, comments=comments, tables=None)
     return [line for s in stmts for line in p.line(s)]
+
+
+def copy_lines(dst: str, src: str, rank: int) -> list[str]:
+    """``dst[...] = src`` for two arrays of one shape, as a loop nest: Numba compiles an array
+    assignment through its broadcasting machinery, about a second per statement."""
+    idx = [f"_c{k}" for k in range(rank)]
+    lines = [" " * 4 * k + f"for {i} in range({dst}.shape[{k}]):" for k, i in enumerate(idx)]
+    return lines + [" " * 4 * rank + f"{dst}[{', '.join(idx)}] = {src}[{', '.join(idx)}]"]
 
 
 def known_dims(values, names: dict) -> dict:

@@ -28,7 +28,7 @@ from ..ops import OPS
 from ..options import Options
 from . import checks  # [call-safety] the entry points' argument checks, gradc's call functions
 from . import derivatives
-from .emit import const_name, environment, family, known_dims, table_lines, tuple_text
+from .emit import const_name, copy_lines, environment, family, known_dims, table_lines, tuple_text
 from .memory import plan_memory
 from .schedule import Loop, loop_reads, schedule
 from .sweep import _fresh_names, _Function, print_sweep
@@ -295,7 +295,7 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
     lines, names = core(targets)
     for (w, g), a in zip(array_grads, grad_arrays):         # what was not computed in place: copied in
         if names[id(g)] != a:
-            lines.append(f"{a}[...] = {names[id(g)]}")
+            lines += copy_lines(a, names[id(g)], g.rank)
             names[id(g)] = a
     alloc = [f"if {outs[0]} is None:"] + [f"    {a} = np.empty({w.name}.shape, {w.name}.dtype)"
                                           for (w, _), a in zip(array_grads, grad_arrays)] + [
@@ -365,7 +365,8 @@ def _split_functions(forward: Function, ref: Function, parts, opts: Options, tab
         fns.append(_Function("value_and_grad_into", args + outs,
                              [f"{model}: value_and_grad writing the array gradients into preallocated arrays "
                               "(see value_and_grad)."],
-                             [note] + vg_lines + [f"{o}[...] = {g}" for (w, g), o in zip(array, outs)]
+                             [note] + vg_lines + [line for (w, g), o in zip(array, outs)
+                                                  for line in copy_lines(o, g, w.rank)]
                              + [f"return {ret}"]))
     return fns
 
