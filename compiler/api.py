@@ -279,14 +279,9 @@ class Compiled:
         return Flat(self, **fixed)
 
     def _seeded(self, kind, args, kwargs, seeds, word):
-        call = self._derivative(kind)
-        if seeds is None:
-            if len(args) != len(self.arg_names) + 1:
-                raise ArgumentError(f"takes the {len(self.arg_names)} arguments ({', '.join(self.arg_names)}) "
-                                    f"and then the {word}, got {len(args)} positional", kind,
-                                    f"pass the {word} after the arguments or as {word}=...")
-            args, seeds = args[:-1], args[-1]
-        return call(*args, seeds, **kwargs)
+        if seeds is not None:
+            kwargs[word] = seeds
+        return self._derivative(kind)(*args, **kwargs)
 
     def _derivative(self, kind: str):
         """The public call of the derivative ``kind``: the module's, or (compiled on first use, and
@@ -297,6 +292,7 @@ class Compiled:
             return call
         if hasattr(self.module, kind):
             call = _DerivativeCall(self, kind, getattr(self.module, kind))
+            setattr(self, kind, call)        # the public call from now on: no method in between
         elif self._request is None:
             raise GradcError(f"the module has no {kind} (it has {', '.join(self.derivatives)})", str(self.path),
                              f"compile it with --derivatives {kind} (gradc.compile(..., derivatives=[{kind!r}]))")
@@ -366,12 +362,15 @@ class Compiled:
             if sig not in twin.overloads and self._declared(sig):
                 twin.add_overload(cres)
 
-    def _declared(self, sig) -> bool:
+    def _declared(self, sig, spec=None) -> bool:
+        """The specialization ``sig`` takes the declared types of ``spec`` (an ArgumentChecker's;
+        default the module's arguments): float arrays of the declared dtype and rank, float scalars."""
         from numba import from_dtype, types as nt
+        spec = self._check.spec if spec is None else spec
         sig = tuple(t for t in sig if not isinstance(t, nt.Omitted))     # value_and_grad's <wrt>_out=None
-        return len(sig) == len(self._check.spec) and all(
+        return len(sig) == len(spec) and all(
             isinstance(t, nt.Array) and t.ndim == len(shape) and t.dtype == from_dtype(dtype) if shape
-            else dtype.kind == "f" and t == from_dtype(dtype) for t, (_, shape, dtype) in zip(sig, self._check.spec))
+            else dtype.kind == "f" and t == from_dtype(dtype) for t, (_, shape, dtype) in zip(sig, spec))
 
     def _into(self, args: tuple, out):
         """``value_and_grad(*args, out=grads)``: ``grads`` holds one entry per ``wrt`` argument, a
@@ -441,8 +440,10 @@ class Compiled:
 class _DerivativeCall:
     """The public call of a derivative entry point ``kind`` of a module: the arguments (by position
     or name) and, for ``jvp``/``vjp``/``hvp``, the seeds (a tuple, one per ``SEEDS[kind]``, or
-    the seed itself when there is one) are checked by an :class:`ArgumentChecker`, then the
-    dispatcher runs."""
+    the seed itself when there is one) go straight to a twin of the dispatcher that runs only the
+    specializations of the declared types (:func:`_twin`; the jitted code checks the shapes); a
+    call that fails there, or by keyword, is checked by an :class:`ArgumentChecker` (whose error
+    names the argument), then runs on the dispatcher itself."""
 
     def __init__(self, compiled: Compiled, kind: str, dispatcher):
         self.kind, self.dispatcher, self.compiled = kind, dispatcher, compiled
@@ -452,20 +453,42 @@ class _DerivativeCall:
         shapes = {**compiled.shapes, **{n: tuple(s) for n, s, _ in seeds}}
         dtypes = {**compiled.dtypes, **{n: d for n, _, d in seeds}}
         self.check = ArgumentChecker(names, shapes, dtypes)
+        self.fast = _twin(dispatcher)
         self.__doc__ = getattr(dispatcher, "__doc__", None)
+
+    #: the keyword the seeds may come by, per derivative
+    SEED_KEYWORDS = {"jvp": "tangents", "vjp": "cotangents", "hvp": "v"}
 
     def __call__(self, *args, **kwargs):
         if self.n_seeds:
-            *args, seeds = args
+            word = self.SEED_KEYWORDS[self.kind]
+            if kwargs and word in kwargs:
+                seeds = kwargs.pop(word)
+            elif args and len(args) + len(kwargs) == len(self.compiled.arg_names) + 1:
+                *args, seeds = args
+            else:
+                n = len(self.compiled.arg_names)
+                raise ArgumentError(f"takes the {n} arguments ({', '.join(self.compiled.arg_names)}) and then the "
+                                    f"{word}, got {len(args) + len(kwargs)}", self.kind,
+                                    f"pass the {word} after the arguments or as {word}=...")
             if isinstance(seeds, (tuple, list)) and (self.n_seeds > 1 or len(seeds) == 1):
                 if len(seeds) != self.n_seeds:
                     raise ArgumentError(f"expected {self.n_seeds} seed(s) ({', '.join(self.check.names[-self.n_seeds:])})"
                                         f", got {len(seeds)}", self.kind)
-                args = [*args, *seeds]
+                args = (*args, *seeds)
             else:
-                args = [*args, seeds]
+                args = (*args, seeds)
+        if not kwargs:
+            try:
+                return self.fast(*args)
+            except Exception:
+                pass
         args = self.check(self.kind, tuple(args), kwargs)
-        return self.compiled._run(self.dispatcher, args)
+        result = self.compiled._run(self.dispatcher, args)
+        for sig, cres in list(getattr(self.dispatcher, "overloads", {}).items()):   # the fast path from now on
+            if sig not in self.fast.overloads and self.compiled._declared(sig, self.check.spec):
+                self.fast.add_overload(cres)
+        return result
 
 
 def compile(source, args=None, wrt=None, out=None, name: str | None = None, force: bool = False,
