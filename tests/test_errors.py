@@ -71,7 +71,8 @@ def test_shape_error_names_the_place_and_both_shapes(tmp_path):
     with pytest.raises(ShapeError) as info:
         build(path)
     assert info.value.where == "m.toml:11:36"
-    assert "matmul" in info.value.message and "%W:f64[3,k]" in info.value.message and "%X:f64[batch,3]" in info.value.message
+    assert "matmul" in info.value.message and "'W' (float64 [3, k])" in info.value.message \
+        and "'X' (float64 [batch, 3])" in info.value.message
     assert "the last dimension of the left operand must equal the first of the right" in info.value.hint
 
 

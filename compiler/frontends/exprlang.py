@@ -25,8 +25,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import SpecError
-from ..ir import Builder, Value
+from ..errors import ShapeError, SpecError
+from ..ir import DTYPE_NAMES, Builder, Value
 from ..ops import OPS, REQUIRED, Const
 
 MAX_CHARS = 4000
@@ -98,6 +98,16 @@ def _describe(node: ast.AST) -> str:
     return names.get(type(node), type(node).__name__)
 
 
+def _in_user_words(message: str, nodes, vals) -> str:
+    """``message`` with each operand's IR spelling (``%loss_2:f64[64,4]``) replaced by the
+    expression the user wrote for it and its type (``'h * 2' (float64 [64, 4])``)."""
+    for node, v in zip(nodes, vals):
+        text = ast.unparse(node)
+        shape = "scalar" if not v.shape else "[" + ", ".join(map(str, v.shape)) + "]"
+        message = message.replace(f"%{v.name}:{v.type_str()}", f"'{text[:60]}' ({DTYPE_NAMES[v.dtype]} {shape})")
+    return message
+
+
 class ExprLowerer:
     """Lowers expression strings of one spec into a shared :class:`Builder`.
 
@@ -164,7 +174,11 @@ class ExprLowerer:
                 stack.extend((k, False) for k in reversed(kids))
                 continue
             self.b.loc = self.place(node)
-            done[id(node)] = self._build(node, self._weak([done[id(k)] for k in kids]))
+            vals = self._weak([done[id(k)] for k in kids])
+            try:
+                done[id(node)] = self._build(node, vals)
+            except ShapeError as e:          # name the operands by the text the user wrote, not %t_3
+                raise ShapeError(_in_user_words(e.message, kids, vals), e.where, e.hint) from None
             self._fold(node, done[id(node)])
         return done[id(root)]
 
