@@ -189,25 +189,43 @@ def test_svm_digits_script(tmp_path):
     assert_png(tmp_path / "svm_digits_loss.png")
 
 
-def test_saliency_digits_script(tmp_path):
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+def test_saliency_digits_script(tmp_path, model):
     pytest.importorskip("matplotlib")
-    warm("mlp_digits.toml")
-    warm("mlp_digits_class_score.toml")
-    out = run_example("saliency_digits.py", "--epochs", "15", "--images", "4", "--out", str(tmp_path / "o"),
-                      cwd=tmp_path)
-    m = re.search(r"<= ([0-9.e+-]+) for \|d\| ~ 1e-6$", out, re.M)
-    assert m and float(m.group(1)) < 1e-8, out                # dS_c/dI is the score's linear part
-    assert_png(tmp_path / "o" / "saliency_digits.png")
+    warm(f"{model}_digits.toml")
+    warm(f"{model}_digits_class_score.toml")
+    epochs = {"cnn": "2", "mlp": "15"}[model]
+    out = run_example("saliency_digits.py", "--model", model, "--epochs", epochs, "--images", "4",
+                      "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert f"trained {model}_digits.toml for {epochs} epochs" in out, out
+    errs = {where: float(e) for e, where in
+            re.findall(r"<= ([0-9.e+-]+) for \|d\| ~ 1e-6 (on the strokes|everywhere)", out)}
+    assert set(errs) == {"on the strokes", "everywhere"}, out
+    assert errs["on the strokes"] < 1e-8, out                 # dS_c/dI is the score's linear part
+    if model == "mlp":                                        # smooth (tanh): linear in every direction
+        assert errs["everywhere"] < 1e-8, out
+    m = re.search(r"(\d+)% of the saliency falls on the strokes \((\d+)% of the pixels\)", out)
+    assert m and 0 < int(m.group(1)) < 100, out
+    assert_png(tmp_path / "o" / f"saliency_digits_{model}.png")
+    assert not (tmp_path / "o" / f"saliency_digits_{'mlp' if model == 'cnn' else 'cnn'}.png").exists()
 
 
-def test_class_model_digits_script(tmp_path):
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+def test_class_model_digits_script(tmp_path, model):
     pytest.importorskip("matplotlib")
-    warm("mlp_digits.toml")
-    warm("mlp_digits_class_score.toml")
-    out = run_example("class_model_digits.py", "--epochs", "15", "--steps", "60", cwd=tmp_path)
-    hits = [int(h) for h in re.findall(r"^ *(?:in \[0, 1\]|unconstrained): (\d+)/10 images", out, re.M)]
-    assert len(hits) == 2 and min(hits) >= 9, out           # each image is classified as its class
-    assert_png(tmp_path / "class_model_digits.png")
+    warm(f"{model}_digits.toml")
+    warm(f"{model}_digits_class_score.toml")
+    flags = {"cnn": ["--epochs", "2", "--steps", "60", "--mu", "0.05"],           # --model cnn is the default
+             "mlp": ["--model", "mlp", "--epochs", "15", "--steps", "60"]}
+    out = run_example("class_model_digits.py", *flags[model], cwd=tmp_path)
+    epochs = flags[model][flags[model].index("--epochs") + 1]
+    assert f"trained {model}_digits.toml for {epochs} epochs" in out, out
+    rows = dict(re.findall(r"^ *(in \[0, 1\]|unconstrained|in \[0, 1\], no jitter|class mean): (\d+)/10 images", out,
+                           re.M))
+    jitter = ["in [0, 1], no jitter"] if model == "cnn" else []     # the CNN's default --jitter 1
+    assert list(rows) == ["in [0, 1]", "unconstrained", *jitter, "class mean"], out
+    assert min(int(rows["in [0, 1]"]), int(rows["unconstrained"])) >= 9, out   # each image is classified as its class
+    assert_png(tmp_path / f"class_model_digits_{model}.png")
 
 
 KINKS = """
