@@ -429,3 +429,40 @@ def test_bad_arguments_name_the_place(tmp_path, expr, exc, col, what):
     msg = fails(tmp_path, expr, exc)
     assert msg.startswith(f"bad.toml:10:{col}: "), msg
     assert what in msg, msg
+
+
+# ------------------------------------------------------------------ concat (issue 13)
+CONCAT_SPEC = """
+[inputs]
+X = { shape = ["batch", 3] }
+[params]
+W = { shape = [3, 2] }
+V = { shape = [3, 4] }
+[graph]
+h = "concat([tanh(X @ W), X @ V, X], axis=1)"
+loss = "sum(h ** 2) + sum(concat([W, V], axis=-1) * 0.5)"
+[output]
+value = "loss"
+outputs = ["h"]
+"""
+
+
+def test_concat_values_gradients_and_errors():
+    """concat([a, b, ...], axis) against np.concatenate, its gradient against central differences,
+    and a list whose shapes do not fit named at the spec's place."""
+    import gradc
+    from conftest import central
+
+    c = gradc.compile(CONCAT_SPEC)
+    rng = np.random.default_rng(3)
+    X, W, V = rng.standard_normal((4, 3)), rng.standard_normal((3, 2)), rng.standard_normal((3, 4))
+    loss, h = c.forward(X, W, V)
+    want = np.concatenate([np.tanh(X @ W), X @ V, X], axis=1)
+    np.testing.assert_allclose(h, want, rtol=1e-13)
+    np.testing.assert_allclose(loss, np.sum(want ** 2) + 0.5 * np.sum(np.concatenate([W, V], axis=1)), rtol=1e-13)
+    _, (gW, gV) = c.value_and_grad(X, W, V)
+    ref = lambda W_, V_: np.sum(np.concatenate([np.tanh(X @ W_), X @ V_, X], axis=1) ** 2) + 0.5 * (W_.sum() + V_.sum())  # noqa: E731
+    np.testing.assert_allclose(gW, central(ref, [W, V], 0), rtol=1e-6)
+    np.testing.assert_allclose(gV, central(ref, [W, V], 1), rtol=1e-6)
+    with pytest.raises(gradc.ShapeError, match=r"<spec>:\d+:\d+: .*does not fit"):
+        gradc.compile(CONCAT_SPEC.replace("X @ V, X]", "X @ V, W]"))

@@ -57,7 +57,9 @@ MASK_OPERANDS = {"logical_and": 2, "logical_or": 2, "logical_not": 1, "where": 1
 
 
 def _arity(name: str) -> int:
-    return len(getattr(_family(OPS[name].family), name).arguments) - 1
+    """The macro's operand count; a variadic op's macro takes its operands as ``varargs``: 1 (the list)."""
+    macro = getattr(_family(OPS[name].family), name)
+    return len(macro.arguments) - 1 + (1 if macro.catch_varargs else 0)
 
 
 def _scalar_code(name: str, args: list, elem: bool = True, **attrs) -> str:

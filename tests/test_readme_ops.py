@@ -22,7 +22,7 @@ def signature(op) -> str:
     """``leaky_relu(x, slope=0.1)``, ``lp_pool(x, p, axis=1)``, ``sum(x[, axis])``: operands, then
     the constants (``name`` if required, ``name=default``, or ``[, name]`` if optional without a
     default), then the keyword-only constants."""
-    parts = list(op.operands[:len(op.operands) - op.optional])
+    parts = list(op.operands[:len(op.operands) - op.optional]) if not op.variadic else [f"[{op.operands[0]}]"]
     parts[-1] += "".join(f"[, {o}]" for o in op.operands[len(op.operands) - op.optional:])   # conv2d(x, W[, b])
     optional = ""
     for c in op.consts + op.keywords:

@@ -59,6 +59,8 @@ class Signature:
     consts: tuple[Const, ...] = ()
     keywords: tuple[Const, ...] = ()
     optional: int = 0
+    #: its operands come as one list literal (``concat([a, b], axis=1)``)
+    variadic: bool = False
 
     def usage(self, name: str) -> str:
         parts = list(self.operands[:len(self.operands) - self.optional]) + \
@@ -74,7 +76,7 @@ def _functions() -> dict[str, Signature]:
     out = {}
     for op in OPS.values():
         if op.spelling is not None:
-            sig = Signature(op.operands, _op(op.name), op.consts, op.keywords, op.optional)
+            sig = Signature(op.operands, _op(op.name), op.consts, op.keywords, op.optional, op.variadic)
             out.update((name, sig) for name in (op.spelling, *op.aliases))
     return out
 
@@ -242,6 +244,8 @@ class ExprLowerer:
             return [node.value]
         if isinstance(node, ast.Call):              # constant arguments are attributes, not values
             sig = FUNCTIONS.get(getattr(node.func, "id", None))
+            if sig is not None and sig.variadic and node.args and isinstance(node.args[0], (ast.List, ast.Tuple)):
+                return list(node.args[0].elts)     # concat([a, b], axis=1): the list's items
             return list(node.args if sig is None else node.args[:len(sig.operands)])
         return []
 
@@ -357,7 +361,9 @@ class ExprLowerer:
             self._fail(node, f"{name}() takes {takes} argument{'s' if n_max != 1 else ''}, got {len(node.args)}",
                        f"call it as {sig.usage(name)}")
         given = dict(zip((c.name for c in sig.consts), node.args[len(sig.operands):]))
-        vals = vals[:len(node.args)]
+        if sig.variadic and not (isinstance(node.args[0], (ast.List, ast.Tuple)) and len(node.args[0].elts) >= 1):
+            self._fail(node, f"{name}() takes a list of arrays first", f"call it as {name}([a, b], axis=1)")
+        vals = vals if sig.variadic else vals[:len(node.args)]
         by_name = {c.name: c for c in sig.consts + sig.keywords}
         for kw in node.keywords:
             if kw.arg is None or kw.arg not in by_name:

@@ -113,6 +113,8 @@ class Op:
     operands: tuple[str, ...] = ("x",)
     #: how many of the last ``operands`` may be left out (``conv2d(x, W)`` without its bias ``b``)
     optional: int = 0
+    #: its spec function takes its operands as one list (``concat([a, b], axis=1)``)
+    variadic: bool = False
     #: its spec function's constant arguments after the operands (``leaky_relu(x, 0.2)``, or by
     #: keyword), each a :class:`Const` passed to the op as a static attribute
     consts: tuple[Const, ...] = ()

@@ -22,6 +22,8 @@ PyTorch's conventions (``torch.nn.functional``), so models carry over:
 * ``global_avg_pool2d(x)``: the mean over ``H × W``, ``[N, C]``.
 * ``reshape(x, shape)`` (one ``-1`` at most; a symbolic batch dimension is the ``-1``),
   ``flatten(x, start=1)``: C-order reshapes (linear; the adjoint reshapes back).
+* ``concat([a, b, ...], axis=0)``: arrays joined along one axis of concrete sizes (linear; the
+  adjoint slices each operand's part of the cotangent back out).
 
 The lowering (``templates/ops/conv.j2``) is im2col + one BLAS GEMM per convolution and adjoint,
 for the whole batch (the patches of all images as the columns of one matrix), and direct loops
@@ -301,3 +303,35 @@ _reg("reshape", _reshape_rule, _back, "reshape: reshapes g back", linear=(0,), s
      consts=(Const("shape", "shape", REQUIRED),))
 _reg("flatten", _flatten_rule, _back, "flatten: reshapes g back", linear=(0,), spelling="flatten",
      consts=(Const("start", "int", 1),))
+
+
+def _concat_rule(args, attrs):
+    need_float(*args)
+    first = args[0]
+    if first.rank == 0:
+        raise ShapeError(f"cannot concatenate the scalar {fmt(first)}")
+    axis = attrs.get("axis", 0)
+    if not isinstance(axis, int) or not -first.rank <= axis < first.rank:
+        raise ShapeError(f"axis={axis!r} is out of range for {fmt(first)}")
+    axis %= first.rank
+    for v in args:
+        if v.rank != first.rank or v.shape[:axis] + v.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
+            raise ShapeError(f"{fmt(v)} does not fit {fmt(first)} beside it along axis {axis}",
+                             hint="every other dimension must agree")
+        if not isinstance(v.shape[axis], int):
+            raise ShapeError(f"cannot concatenate along the symbolic dimension '{v.shape[axis]}' of {fmt(v)}")
+    return float_dtype(*args), first.shape[:axis] + (sum(v.shape[axis] for v in args),) + first.shape[axis + 1:]
+
+
+def _concat_vjp(b, s, g):
+    axis = s.attr.get("axis", 0) % s.out.rank
+    out, start = [], 0
+    for v in s.args:
+        n = v.shape[axis]
+        out.append(b.emit("slice", g, axis=axis, start=start, stop=start + n) if n != s.out.shape[axis] else g)
+        start += n
+    return out
+
+
+_reg("concat", _concat_rule, _concat_vjp, "concat: slices each operand's part of g", linear=True,
+     spelling="concat", operands=("xs",), variadic=True, keywords=(Const("axis", "int", 0),), fresh=True)
