@@ -255,6 +255,43 @@ def _module_ref(compiled, client=None) -> tuple:
     return path.name, hashlib.sha256(path.read_bytes()).hexdigest(), str(path)
 
 
+def _probe(address: str, timeout: float) -> None:
+    """Ask ``address`` who it is, within ``timeout`` seconds (in a thread with its own event loop:
+    a port held by another kind of server accepts the connection and never answers, and
+    ``Client(timeout=)`` does not bound that wait)."""
+    import asyncio
+    import threading
+
+    from distributed.core import rpc
+    answer: dict = {}
+
+    async def ask():
+        r = rpc(address, timeout=timeout)
+        try:
+            answer["identity"] = await asyncio.wait_for(r.identity(), timeout)
+        finally:
+            await r.close_rpc()
+
+    def run():
+        try:
+            asyncio.run(ask())
+        except BaseException as e:              # noqa: BLE001 -- reported below
+            answer["error"] = e
+
+    thread = threading.Thread(target=run, name="gradc-scheduler-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 2.0)
+    who = answer.get("identity")
+    if not isinstance(who, dict):
+        why = type(answer["error"]).__name__ if "error" in answer else "no answer"
+        raise DistributedError(f"scheduler={address!r}: no Dask scheduler answered within {timeout:g} s ({why})",
+                               hint="start one with 'dask scheduler' (and workers with 'dask worker ADDRESS'), "
+                                    "or leave scheduler out for an embedded LocalCluster")
+    if who.get("type") != "Scheduler":
+        raise DistributedError(f"scheduler={address!r} is a Dask {who.get('type', 'server')}, not a scheduler",
+                               hint="pass the scheduler's address (dask scheduler prints it)")
+
+
 class cluster:
     """A Dask client, as a context manager: ``with gradc.distributed.cluster() as client: ...``.
 
@@ -284,6 +321,7 @@ class cluster:
         if scheduler is not None:
             if not isinstance(scheduler, str) or "://" not in scheduler and ":" not in scheduler:
                 raise DistributedError(f"scheduler={scheduler!r} is not an address like 'tcp://host:8786'")
+            _probe(scheduler, timeout)
             try:
                 self.client = distributed.Client(scheduler, timeout=timeout)
             except (OSError, TimeoutError) as e:
@@ -296,7 +334,7 @@ class cluster:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         n = n_workers or cores
         self._cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                 dashboard_address=None)
+                                                 dashboard_address=":0")      # any free port
         self.client = distributed.Client(self._cluster)
         self._owned = True
 
