@@ -468,6 +468,10 @@ def _q(text: str) -> str:
 
 #: graphs with more ops than this are laid out top to bottom, their ops grouped by spec line
 LARGE_GRAPH = 12
+#: ... and so are those whose longest chain of ops times their widest edge label (in characters) is
+#: more than this: left to right, a chain of array summaries ("[2,16,8,8] mean ... min ... max ...")
+#: makes a strip many screens wide (a CNN's 11 ops, 45-character labels)
+WIDE_GRAPH = 450
 
 
 def graph_dot(bp: Backprop, digits: int = 3) -> str:
@@ -480,12 +484,13 @@ def graph_dot(bp: Backprop, digits: int = 3) -> str:
     labelled with that line and array summaries on two lines, so that it stays readable on
     a screen."""
     primal = bp.fn.stmts[:bp.fn.n_primal]
-    large = sum(s.op != "const" for s in primal) > LARGE_GRAPH
     contrib = {}
     for step in bp.steps:
         for pos, c in enumerate(step.contribs):
             if c is not None:
                 contrib[(id(step.stmt), pos)] = c
+    large = (sum(s.op != "const" for s in primal) > LARGE_GRAPH
+             or _chain(primal) * _widest_label(bp, primal, contrib, digits) > WIDE_GRAPH)
     point = _point_line(bp, digits, wrap=False).replace("\n", " ")
     lines = [f"digraph {_q(bp.model_name)} {{",
              "  // " + safe_name(f"gradc show --stage graph: {bp.source_name} {point}"),
@@ -533,6 +538,25 @@ def graph_dot(bp: Backprop, digits: int = 3) -> str:
     lines.append(edge(out, _q("out"), "1"))
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _chain(primal) -> int:
+    """The number of ops (constants aside) on the longest path through the graph, plus the edge out."""
+    depth: dict = {}
+    for s in primal:
+        depth[id(s.out)] = (s.op != "const") + max((depth.get(id(a), 0) for a in s.args), default=0)
+    return max(depth.values(), default=0) + 1
+
+
+def _widest_label(bp: Backprop, primal, contrib: dict, digits: int) -> int:
+    """The characters of the widest edge label on one line (the value or the gradient)."""
+    widths = [len(fmt_value(bp.value(bp.output), digits))]
+    for s in primal:
+        for pos, a in enumerate(s.args):
+            widths.append(len(fmt_value(bp.value(a), digits)))
+            if (id(s), pos) in contrib:
+                widths.append(len(fmt_value(bp.value(contrib[(id(s), pos)]), digits)))
+    return max(widths)
 
 
 def _spec_line(bp: Backprop, stmt) -> str | None:

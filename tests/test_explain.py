@@ -444,3 +444,71 @@ def test_large_graph_runs_top_to_bottom_in_spec_line_clusters(capsys):
     assert "[3,10]<br/>mean " in dot                                       # summaries on two lines
     code, small, _ = run(capsys, "show", EX / "seed_add_mul.toml", "--stage", "graph", *ADD_MUL)
     assert "rankdir=LR;" in small and "subgraph" not in small             # the lecture figures' layout
+
+
+# ------------------------------------------------------------------ a convolutional network
+CNN = EX / "cnn_digits.toml"
+SUMMARY = r"\[{shape}\] (?:mean \S+ min \S+ max \S+|all \S+)"
+
+
+def test_explain_cnn_summarises_arrays_and_names_the_conv_rules(capsys):
+    code, out, err = run(capsys, "explain", CNN, "--batch", "2")
+    assert code == 0, err
+    assert "[[" not in out                                   # no array printed in full
+    assert re.search(r"\n  X +\= " + SUMMARY.format(shape="2,64") + "\n", out)
+    assert re.search(r"\n  K2 += " + SUMMARY.format(shape="32,16,3,3") + "\n", out)
+    rows = table(out)
+    assert max(len(c) for r in rows for c in r.values()) <= 80
+    conv2 = row(rows, "h2_2", "h1")
+    assert conv2["op"] == "conv2d" and conv2["expression"] == "conv2d(h1, K2, c2, padding=1)"
+    assert re.fullmatch(SUMMARY.format(shape="2,32,4,4"), conv2["value"])
+    assert re.fullmatch(SUMMARY.format(shape="2,16,4,4"), conv2["gradient"])
+    assert conv2["local"] == "—"                               # a Jacobian: the rule says how
+    assert conv2["rule"] == "conv2d: ∂L/∂x = the full convolution of ∂L/∂y with the flipped weights"
+    assert row(rows, "h2_2", "K2")["rule"] == "conv2d: ∂L/∂W = the correlation of the input with ∂L/∂y"
+    assert row(rows, "h1_2", "K1")["rule"] == "conv2d: ∂L/∂W = the correlation of the input with ∂L/∂y"
+    assert row(rows, "h1", "h1_3")["rule"] == "max_pool2d: routes g to the first maximum of each window"
+    relu = row(rows, "h1_3", "h1_2")                           # elementwise: a local gradient of 0s and 1s
+    assert re.fullmatch(r"\[2,16,8,8\] mean \S+ min 0 max 1", relu["local"])
+    # a parameter used once: its gradient (input row) is the one contribution its conv sends down
+    for node, name in (("h1_2", "K1"), ("h1_2", "c1"), ("h2_2", "K2"), ("scores_3", "W")):
+        assert row(rows, name)["upstream"] == row(rows, node, name)["gradient"], name
+
+
+def test_graph_of_the_cnn_is_summarised_and_laid_out_top_to_bottom(capsys, tmp_path):
+    code, dot, err = run(capsys, "show", CNN, "--stage", "graph", "--batch", "2")
+    assert code == 0, err
+    assert "[[" not in dot
+    assert "rankdir=TB;" in dot                              # left to right it is a strip of 5000 pixels
+    labels = re.findall(r"subgraph cluster_\d+ \{\n    label=\"(.*?)\";", dot)
+    assert [label.split(": ", 1)[0] for label in labels] == [f"cnn_digits.toml:{n}" for n in range(22, 27)]
+    e = edges(dot)
+    value, gradient = e[("h1_2", "h1_3")]                    # conv2d -> relu: [2,16,8,8] over mean/min/max
+    assert re.fullmatch(r"\[2,16,8,8\]<br/>mean \S+ min \S+ max \S+", value)
+    assert re.fullmatch(r"\[2,16,8,8\]<br/>mean \S+ min \S+ max \S+", gradient)
+    assert re.fullmatch(r"\[16,1,3,3\]<br/>mean \S+ min \S+ max \S+", e[("K1", "h1_2")][1])
+    assert e[("X", "img")][1] is None                          # X is not differentiated
+    assert '"n_h2_2" [label="conv2d\\nh2_2"' in dot and '"n_h1" [label="max_pool2d\\nh1"' in dot
+    if shutil.which("dot"):
+        path = tmp_path / "cnn.png"
+        code, _, err = run(capsys, "show", CNN, "--stage", "graph", "--batch", "2", "-o", path)
+        assert code == 0, err
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG")
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width < 3 * height, (width, height)
+
+
+def test_cnn_code_names_the_conv_adjoint_rules(capsys):
+    wrt_w = "  # conv2d: ∂L/∂W = the correlation of the input with ∂L/∂y\n"
+    wrt_x = "  # conv2d: ∂L/∂x = the full convolution of ∂L/∂y with the flipped weights\n"
+    code, out, err = run(capsys, "show", CNN, "--stage", "code")
+    assert code == 0, err
+    assert re.search(r"\n +K2_bar = _conv2d_vjp_w\(.*\)" + re.escape(wrt_w), out)
+    assert re.search(r"\n +K1_bar = _conv2d_vjp_w\(.*\)" + re.escape(wrt_w), out)
+    assert re.search(r"\n +h1_bar = _conv2d_vjp_x\(.*\)" + re.escape(wrt_x), out)
+    assert out.count(wrt_w) == 2 and out.count(wrt_x) == 1        # X is no wrt: the first conv's dx is not made
+    # differentiated with respect to the image (the saliency spec): both convs' dx, no dW
+    code, out, err = run(capsys, "show", EX / "cnn_digits_class_score.toml", "--stage", "code")
+    assert code == 0, err
+    assert out.count(wrt_x) == 2 and out.count(wrt_w) == 0
