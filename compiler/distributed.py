@@ -655,7 +655,7 @@ class Sharded:
         import time
 
         from gradc.runtime.train import History, _decay, _optimizer, _positive_int, _progress_bar, _schedule
-        ptuple = self._params(params)                       # checks params
+        self._params(params)                                # checks params
         optimizer = _optimizer(optimizer, lr)
         schedule = _schedule(lr_schedule, optimizer)
         _positive_int("epochs", epochs, allow_zero=True)
@@ -671,7 +671,6 @@ class Sharded:
         history, base_lr = History(), getattr(optimizer, "lr", None)
         bar = _progress_bar(progress, epochs * n)
         step, start_all = 0, time.perf_counter()
-        del ptuple
         try:
             for epoch in range(1, epochs + 1):
                 if schedule is not None:
