@@ -124,9 +124,17 @@ def test_mutable_matrix_result_reduced_by_the_user():
     assert f.value_and_grad(3.0, 2.0) == (pytest.approx(17.0), (pytest.approx(6.0), pytest.approx(8.0)))
 
 
-def test_matrix_valued_result_is_an_error():
-    with pytest.raises(gradc.UnsupportedError, match="reduce it to a scalar"):
-        build(2 * X, args=[X])
+def test_matrix_valued_result_has_a_forward_and_a_jacobian_but_no_gradient():
+    """Issue 11: an array result compiles (it used to be refused): forward gives 2 X, the
+    Jacobian of 2 X w.r.t. X is 2 times the identity on the 9 entries (worked by hand), and
+    value_and_grad says why there is none."""
+    f = gradc.compile(2 * X, args=[X])
+    x = np.arange(9.0).reshape(X.shape)
+    np.testing.assert_array_equal(f.forward(x), 2 * x)
+    (J,) = f.jacobian(x)
+    np.testing.assert_array_equal(J.reshape(x.size, x.size), 2 * np.eye(x.size))
+    with pytest.raises(gradc.GradcError, match="not a float scalar"):
+        f.value_and_grad(x)
 
 
 def test_inverse_is_unsupported():

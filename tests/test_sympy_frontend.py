@@ -319,9 +319,13 @@ def test_matrix_wrt_unused_argument_gets_zero_array():
     np.testing.assert_allclose(gv, (W_SEED + W_SEED.T) @ V_SEED, rtol=1e-12)
 
 
-def test_non_scalar_matrix_result_is_rejected():
-    with pytest.raises(GradcError, match="scalar"):
-        build(W * V, args=[W, V])
+def test_non_scalar_matrix_result_has_no_gradient_and_its_hessian_is_refused():
+    """Issue 11: a matrix result compiles to forward (and Jacobians) without value_and_grad; its
+    Hessian, which needs a scalar, is refused with what to do instead."""
+    art = build(W * V, args=[W, V])
+    assert art.full is None and "def value_and_grad(" not in art.code
+    with pytest.raises(GradcError, match="scalar.*jacobian"):
+        build(W * V, args=[W, V], options=gradc.Options(derivatives=("hessian",)))
 
 
 # ---------------------------------------------------------------- errors
