@@ -172,6 +172,28 @@ def shard_value_and_grad(ref, shard, params, layout, weight, rows=None, minus_em
     return weight * value, [weight * g for g in grads]
 
 
+def shard_hvp(ref, shard, params, layout, weight, v, minus_empty=False):
+    """``(0.0, [weight * (H v)_i, ...])``: the generated ``hvp`` (a module compiled with the
+    derivative ``hvp``) on a shard, as float64, in the shape :func:`add` reduces; ``v`` one seed per
+    ``wrt`` argument; ``minus_empty`` as in :func:`shard_value_and_grad`."""
+    mod = module(ref)
+
+    def call(d):
+        args = [d[x] if is_data else params[x] for is_data, x in layout]
+        try:
+            hv = mod.hvp(*args, *v)
+        except Exception as e:
+            raise ValueError(f"{type(e).__name__}: {e}") from None
+        if not isinstance(hv, (tuple, list)):
+            hv = (hv,)
+        return [np.asarray(h, dtype=np.float64) for h in hv]
+
+    hv = call(shard)
+    if minus_empty:
+        hv = [h - z for h, z in zip(hv, call({n: a[:0] for n, a in shard.items()}))]
+    return 0.0, [weight * h for h in hv]
+
+
 def add(a, b):
     """The sum of two ``(value, [gradient, ...])`` pairs: one node of the reduction tree."""
     return a[0] + b[0], [x + y for x, y in zip(a[1], b[1])]
@@ -596,8 +618,9 @@ class Sharded:
                        if i + 1 < len(futures) else futures[i] for i in range(0, len(futures), 2)]
         return futures[0]
 
-    def _run(self, ptuple, parts):
-        """One reduction over ``parts`` = [(shard index, rows or None, row count)]."""
+    def _run(self, ptuple, parts, v=None):
+        """One reduction over ``parts`` = [(shard index, rows or None, row count)]: of the value and
+        gradient, or with ``v`` (one seed per ``wrt`` argument, whole shards only) of ``H v``."""
         import time
         from concurrent.futures import CancelledError
         total = sum(c for _, _, c in parts)
@@ -605,13 +628,21 @@ class Sharded:
             try:
                 # to one worker; the others fetch it from there once per step (a broadcast would replicate
                 # through the scheduler, which keeps retrying a worker that died meanwhile)
-                [pf] = self.client.scatter([ptuple], hash=False)
+                if v is None:
+                    [pf] = self.client.scatter([ptuple], hash=False)
+                else:
+                    pf, vf = self.client.scatter([ptuple, v], hash=False)
                 futures = []
                 for j, (k, rows, count) in enumerate(parts):
                     weight = count / total if self.reduction == "mean" else 1.0
-                    futures.append(self.client.submit(self._w.shard_value_and_grad, self._ref, self.shards[k], pf,
-                                                      self._layout(), weight, rows,
-                                                      self.reduction == "sum" and j > 0, pure=False))
+                    if v is None:
+                        futures.append(self.client.submit(self._w.shard_value_and_grad, self._ref, self.shards[k],
+                                                          pf, self._layout(), weight, rows,
+                                                          self.reduction == "sum" and j > 0, pure=False))
+                    else:
+                        futures.append(self.client.submit(self._w.shard_hvp, self._hvp_ref(), self.shards[k], pf,
+                                                          self._layout(), weight, vf,
+                                                          self.reduction == "sum" and j > 0, pure=False))
                 value, grads = self._reduce(futures).result()
                 return value, grads
             except (CancelledError, OSError):   # scattered shards lost with a worker, or a scatter to a
@@ -633,6 +664,50 @@ class Sharded:
         value, grads = self._run(ptuple, [(k, None, r) for k, r in enumerate(self.rows) if r])
         return value, {w: g.reshape(np.shape(params[w])) if np.ndim(params[w]) else float(g)
                        for w, g in zip(self.compiled.wrt, grads)}
+
+    def _hvp_ref(self) -> tuple:
+        """The module ref of ``compiled`` with the derivative ``hvp`` (``compiled`` itself if it has
+        it, else the module gradc compiles for ``compiled.hvp``), uploaded to the workers once."""
+        ref = getattr(self, "_hvp", None)
+        if ref is None:
+            try:
+                other = self.compiled._derivative("hvp").compiled
+            except GradcError as e:
+                raise DistributedError(f"{self.compiled.output} has no Hessian-vector product: {e}",
+                                       hint="compile it with derivatives=['hvp']") from None
+            if tuple(other.wrt) != tuple(self.compiled.wrt) or tuple(other.arg_names) != tuple(self.compiled.arg_names):
+                raise DistributedError(f"the hvp module of {self.compiled.output} has other arguments or wrt")
+            ref = self._hvp = _module_ref(other, self.client)
+        return ref
+
+    def hvp(self, params: dict, v) -> dict:
+        """``{name: (H v)_name}``: the Hessian of the loss over all rows times ``v`` (a dict by
+        ``wrt`` name, or a tuple in ``wrt`` order, shaped like the parameters), as one process
+        would compute it over the concatenated data (to summation-order rounding). Each worker
+        runs the generated ``hvp`` (forward over reverse) on its shards, weighted as
+        :meth:`value_and_grad` weights the gradient (``n_k/N`` for a mean, the zero-row terms
+        counted once for a sum), and the same tree of pairwise sums adds them up."""
+        ptuple = self._params(params)
+        wrt = self.compiled.wrt
+        if isinstance(v, dict):
+            missing = [w for w in wrt if w not in v]
+            if missing:
+                raise DistributedError(f"hvp: v has no {', '.join(map(repr, missing))}")
+            v = [v[w] for w in wrt]
+        v = list(v) if isinstance(v, (tuple, list)) else [v]
+        if len(v) != len(wrt):
+            raise DistributedError(f"hvp: v has {len(v)} seeds, expected one per wrt argument ({', '.join(wrt)})")
+        seeds = []
+        for w, x in zip(wrt, v):
+            shape = np.shape(params[w])
+            x = np.asarray(x, dtype=np.float64)
+            if x.shape != shape:
+                raise DistributedError(f"hvp: v[{w!r}] has shape {x.shape}, expected {shape} (like {w})")
+            seeds.append(np.ascontiguousarray(x) if shape else float(x))
+        if self.reduction is None:
+            self.reduction = self._detect(params)
+        _, hv = self._run(ptuple, [(k, None, r) for k, r in enumerate(self.rows) if r], v=tuple(seeds))
+        return {w: h.reshape(np.shape(params[w])) if np.ndim(params[w]) else float(h) for w, h in zip(wrt, hv)}
 
     # ------------------------------------------------------------ training
     def train(self, params: dict, *, epochs: int = 10, batch_size: int | None = 32, optimizer=None,
@@ -731,7 +806,9 @@ class Sharded:
                  options: dict | None = None, progress: bool | None = None):
         """Full-batch training: ``scipy.optimize.minimize(fun, x0, jac=True, method=method)`` with
         ``fun`` the distributed loss and gradient of the float parameters in ``wrt`` (flattened
-        into one float64 vector). ``params`` is updated in place to the result. Returns SciPy's
+        into one float64 vector); a Newton-type ``method`` (``"trust-ncg"``, ``"newton-cg"``,
+        ``"trust-krylov"``, ``"trust-constr"``) also gets ``hessp``, the distributed
+        Hessian-vector product of :meth:`hvp` (the module with ``hvp`` is compiled if needed). ``params`` is updated in place to the result. Returns SciPy's
         ``OptimizeResult`` with ``history``: the loss after each iteration (a
         :class:`gradc.runtime.History`) and ``params``. ``progress``: a tqdm bar of the function
         evaluations."""
@@ -761,6 +838,21 @@ class Sharded:
             last["value"] = value
             return value, np.concatenate([np.ravel(grads[w]) for w in learn])
 
+        def hessp(x, p):
+            at, v = 0, {}
+            for w in self.compiled.wrt:
+                if w in learn:
+                    size = sizes[learn.index(w)]
+                    v[w] = p[at:at + size].reshape(shapes[learn.index(w)])
+                    at += size
+                else:                           # a wrt argument that is not learned: no direction
+                    v[w] = np.zeros(np.shape(params[w]))
+            hv = self.hvp(put(x), v)
+            return np.concatenate([np.ravel(hv[w]) for w in learn])
+
+        from gradc.optimize import USES_HESSP
+        extra = {"hessp": hessp} if isinstance(method, str) and method.lower() in USES_HESSP else {}
+
         def callback(xk, *args):
             history.append(float(last.get("value", np.nan)))
             if bar is not None:
@@ -770,7 +862,8 @@ class Sharded:
         import time
         t0 = time.perf_counter()
         try:
-            res = scipy_minimize(fun, x0, jac=True, method=method, tol=tol, options=options, callback=callback)
+            res = scipy_minimize(fun, x0, jac=True, method=method, tol=tol, options=options, callback=callback,
+                                 **extra)
         finally:
             if bar is not None:
                 bar.close()

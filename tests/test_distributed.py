@@ -352,3 +352,35 @@ def test_training_survives_a_killed_worker(client, mlp, digits, form):
         assert _rel(params[name], quiet[name]) < 1e-10, name
     client.wait_for_workers(2, timeout=60)
     assert victim not in client.run(os.getpid).values()
+
+
+def test_hvp_and_trust_ncg_equal_one_process(client, mlp, digits):
+    """The sharded Hessian-vector product (each worker's generated hvp, weighted and tree-reduced
+    like the gradient) equals one process's over all rows, for a mean- and a sum-reduced loss; and
+    a full-batch trust-ncg with it as hessp follows the single-process gradc.minimize."""
+    X, y = digits
+    params = mlp.init_params(seed=0)
+    rng = np.random.default_rng(5)
+    v = {w: rng.standard_normal(np.shape(params[w])) for w in mlp.wrt}
+    want = mlp.hvp(X, y, *[params[w] for w in mlp.wrt], v=tuple(v[w] for w in mlp.wrt))
+    with gd.Sharded(mlp, {"X": X, "y": y}, shards=5, client=client) as s:
+        got = s.hvp(params, v)
+        for w, h in zip(mlp.wrt, want):
+            assert _rel(got[w], h) <= 1e-12, w
+        res = s.minimize(params, method="trust-ncg", options={"maxiter": 4})
+    start = mlp.init_params(seed=0)
+    ref = gradc.minimize(mlp, start, fixed={"X": X, "y": y}, method="trust-ncg", options={"maxiter": 4})
+    assert res.nit == ref.nit == 4 and len(res.history) == 4
+    assert abs(res.fun - ref.fun) < 1e-9 * ref.fun
+    assert _rel(np.concatenate([params[w].ravel() for w in mlp.wrt]), ref.x) < 1e-7
+
+    f = compile_once(SUM_SPEC)
+    rng = np.random.default_rng(2)
+    data = {"X": rng.standard_normal((301, 3)), "T": rng.standard_normal((301, 2))}
+    p = f.init_params(seed=1)
+    v = tuple(rng.standard_normal(np.shape(p[w])) for w in f.wrt)
+    want = f.hvp(data["X"], data["T"], *[p[w] for w in f.wrt], v=v)
+    with gd.Sharded(f, data, shards=4, client=client) as s:
+        got = s.hvp(p, v)
+    for w, h in zip(f.wrt, want):
+        assert _rel(got[w], h) <= 1e-12, w
