@@ -144,3 +144,64 @@ def test_derivative_references_agree_with_finite_differences():
     assert np.max(np.abs(J - d.fd_jacobian(case, case.inputs()))) <= 1e-8 * np.max(np.abs(J))
     kinds = {k for k, _ in d.tasks()}
     assert kinds == {"hvp", "hessian", "jacobian"} and ("hvp", "mlp_784") in d.tasks()
+
+
+# --------------------------------------------------------------------------- CNN benchmarks (issue 13)
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    """``python -m benchmarks.cnn``: gradc only, the digits CNN at batch 4 (the PyTorch reference process
+    and one gradc process, cold compile included)."""
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("cnn")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cnn", "--frameworks", "gradc", "--cases", "digits_cnn", "--batch", "4",
+         "--no-gemm", "--repeats", "2", "--min-time", "0.001", "--out", str(out), "--name", "smoke"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_cnn_markdown_and_json(cnn_run):
+    proc, out = cnn_run
+    md = (out / "smoke.md").read_text(encoding="utf-8")
+    assert md.strip() == proc.stdout.strip()
+    for heading in ("## value_and_grad, median time per call", "## forward only, median time per call",
+                    "## First call", "## Targets (issue 13)", "Batch overridden: 4", "Problems: 0."):
+        assert heading in md
+    data = json.loads((out / "smoke.json").read_text(encoding="utf-8"))
+    assert data["meta"]["frameworks_run"] == ["gradc"] and data["meta"]["threads"] == 1
+    entry = data["results"]["digits_cnn"]
+    ref = entry["reference"]
+    assert ref["status"] == "ok" and ref["ok"] and ref["value_rel_err"] <= 1e-12, ref
+    res = entry["by"]["gradc"]
+    assert res["status"] == "ok" and res["first_call_s"] > 0
+    assert set(res["variants"]) == {"vg", "fwd", "vg_public"}
+    for name, v in res["variants"].items():
+        assert v["check"]["ok"], (name, v["check"])
+        assert 0 < v["time"]["min"] <= v["time"]["median"]
+    assert res["value_vs_direct"] <= 1e-12                 # gradc's loss against the direct NumPy convolution
+    assert data["summary"]["problems"] == []
+
+
+def test_cnn_numpy_version_matches_direct_loss():
+    """The hand-written NumPy im2col peer and the direct convolution agree (tiny batch, all three cases'
+    layer kinds: padding, pooling, dense, and the conv layer's gradient w.r.t. its input)."""
+    import numpy as np
+
+    from benchmarks import cnn
+
+    for name in cnn.CASES:
+        a = cnn.inputs_of(name)
+        if name == "conv_layer":   # a smaller copy of the layer: same code path
+            a = {"x": a["x"][:2, :, :6, :6], "W": a["W"]}
+            loss = float(np.sum(cnn.NumpyNet(name).run(*a.values(), grad=False)))
+            direct = cnn.direct_loss(name, a)
+        else:
+            net = cnn.NumpyNet(name)
+            a = {k: (v[:3] if k in ("X", "y") else v) for k, v in a.items()}
+            loss, _ = net.run(*(a[n] for n in net.names))
+            direct = cnn.direct_loss(name, a)
+        assert abs(loss - direct) <= 1e-12 * abs(direct), name
