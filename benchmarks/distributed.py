@@ -13,12 +13,14 @@ Every timing is the median of ``--steps`` steps after one warm-up step. Per step
 stream gives each worker's compute time (the sum of its tasks' compute intervals: the shards'
 value+grad and the additions of the reduction tree); the **overhead** is the step's wall time
 minus the busiest worker's compute time (scheduling, the parameter scatter, moving the partial
-gradients, the gather). A step on tiny shards (the same number of shards, 16 rows each) gives the
+gradients, the gather, and any time the busiest worker waited for the other one); "outside the
+compute span" is the wall time minus the time from the first task's start to the last task's
+end (the part before the first and after the last task only). A step on tiny shards (the same number of shards, 16 rows each) gives the
 fixed latency alone.
 
 (b) **Point-wise value+grad of the 200-term expression** (``benchmarks/cases.py``
 ``bigexpr_sympy(200)``, a function of x, y, z) at ``--points`` points (default 10**6, uniform in
-[-1, 1]^3, a ``dask.array`` of 8 chunks persisted on the workers), through
+[-1, 1]^3, a ``dask.array`` of 8 chunks generated and persisted on the workers), through
 ``gradc.distributed.pointwise`` on 1 and 2 workers, and the same jitted sweep in this process.
 Best and all of ``--repeats`` runs after a warm-up on a small array.
 
@@ -96,26 +98,46 @@ def new_cluster(n: int):
     return cluster, distributed.Client(cluster)
 
 
+def _cpu_seconds() -> float:
+    """This process's CPU time (user + system), run on each worker by ``client.run``."""
+    t = os.times()
+    return t.user + t.system
+
+
 def timed_steps(s, params, steps: int) -> dict:
     """Warm-up, then ``steps`` steps, each with its wall time and per-worker compute time."""
     from distributed import get_task_stream
     s.value_and_grad(params)
-    walls, busy, value = [], [], None
+    walls, busy, span, cpu, value = [], [], [], [], None
     for _ in range(steps):
+        c0 = s.client.run(_cpu_seconds)
         with get_task_stream(s.client) as ts:
             t0 = time.perf_counter()
             value, _ = s.value_and_grad(params)
             walls.append(time.perf_counter() - t0)
-        per = {}
+        c1 = s.client.run(_cpu_seconds)
+        cpu.append(sum(c1[w] - c0[w] for w in c0 if w in c1))
+        per, starts, stops = {}, [], []
         for task in ts.data:
             for ss in task.get("startstops", ()):
                 if ss.get("action") == "compute":
                     per[task["worker"]] = per.get(task["worker"], 0.0) + ss["stop"] - ss["start"]
+                    starts.append(ss["start"])
+                    stops.append(ss["stop"])
         busy.append(max(per.values()) if per else float("nan"))
-    walls, busy = np.array(walls), np.array(busy)
+        span.append(max(stops) - min(starts) if starts else float("nan"))
+    walls, busy, span, cpu = np.array(walls), np.array(busy), np.array(span), np.array(cpu)
+    placement = {}
+    for key, holders in s.client.who_has(s.shards).items():
+        for h in holders:
+            placement[h] = placement.get(h, 0) + 1
     return {"wall_s": float(np.median(walls)), "walls_s": walls.tolist(),
-            "busiest_worker_compute_s": float(np.median(busy)),
-            "overhead_ms": float(np.median(walls - busy) * 1e3), "value": float(value)}
+            "busiest_worker_compute_s": float(np.median(busy)), "compute_span_s": float(np.median(span)),
+            "overhead_ms": float(np.median(walls - busy) * 1e3),
+            "outside_compute_span_ms": float(np.median(walls - span) * 1e3),
+            "shards_per_worker": sorted(placement.values(), reverse=True),
+            "workers_cpu_s": float(np.median(cpu)), "cores_used": float(np.median(cpu / walls)),
+            "value": float(value)}
 
 
 def bench_mlp(args, out: dict) -> None:
@@ -131,12 +153,15 @@ def bench_mlp(args, out: dict) -> None:
         res = {"rows": len(X), "shards": args.shards, "data_mb": round((X.nbytes + y.nbytes) / 1e6, 1),
                "n_params": int(sum(np.size(params[w]) for w in mlp.wrt))}
         mlp.value_and_grad(X[:100], y[:100], **params)
-        walls = []
+        walls, cpu = [], []
         for _ in range(args.steps + 1):
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_seconds(), time.perf_counter()
             v1, _ = mlp.value_and_grad(X, y, **params)
             walls.append(time.perf_counter() - t0)
-        res["one_process"] = {"wall_s": float(np.median(walls[1:])), "walls_s": walls[1:], "value": float(v1)}
+            cpu.append(_cpu_seconds() - c0)
+        res["one_process"] = {"wall_s": float(np.median(walls[1:])), "walls_s": walls[1:], "value": float(v1),
+                              "cpu_s": float(np.median(cpu[1:])),
+                              "cores_used": float(np.median(np.array(cpu[1:]) / np.array(walls[1:])))}
         res["one_process"]["load"] = load("one process")
         print(f"  one process: {res['one_process']['wall_s']:.3f} s/step", flush=True)
         del X, y
@@ -170,6 +195,7 @@ def bench_mlp(args, out: dict) -> None:
 
 def bench_pointwise(args, out: dict) -> None:
     import dask.array as da
+    from distributed import wait as distributed_wait
 
     import gradc
     from gradc import distributed as gd
@@ -179,34 +205,41 @@ def bench_pointwise(args, out: dict) -> None:
     t0 = time.perf_counter()
     f = gradc.compile(expr, args=syms)
     res = {"points": args.points, "compile_s": time.perf_counter() - t0}
-    rng = np.random.default_rng(0)
-    P = rng.uniform(-1.0, 1.0, (args.points, 3))
+    chunks = -(-args.points // 8)
+    lazy = da.random.default_rng(0).uniform(-1.0, 1.0, (args.points, 3), chunks=(chunks, 3))
+    P = lazy.compute(scheduler="sync")         # the same points the workers make from the same graph
     w = gd._worker_functions()
     ref = gd._module_ref(f)
     w.sweep(P[:10], ref, 3)
-    walls, want = [], None
+    walls, cpus, want = [], [], None
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        c0, t0 = _cpu_seconds(), time.perf_counter()
         want = w.sweep(P, ref, 3)
         walls.append(time.perf_counter() - t0)
-    res["one_process"] = {"best_s": min(walls), "walls_s": walls, "load": load("pointwise, one process")}
+        cpus.append(_cpu_seconds() - c0)
+    res["one_process"] = {"best_s": min(walls), "walls_s": walls, "cpu_s": cpus[walls.index(min(walls))],
+                          "load": load("pointwise, one process")}
     print(f"  one process: {min(walls):.2f} s", flush=True)
-    chunks = -(-args.points // 8)
     for n in (1, 2):
         cluster, client = new_cluster(n)
         try:
-            pts = client.persist(da.from_array(P, chunks=(chunks, 3)))
+            pts = client.persist(lazy)
+            distributed_wait(pts)
             client.compute(gd.pointwise(f, da.from_array(P[:64], chunks=(8, 3)), client=client)).result()
-            walls, got = [], None
+            walls, cpus, got = [], [], None
             for _ in range(args.repeats):
+                c0 = client.run(_cpu_seconds)
                 t0 = time.perf_counter()
                 got = client.compute(gd.pointwise(f, pts, client=client)).result()
                 walls.append(time.perf_counter() - t0)
+                c1 = client.run(_cpu_seconds)
+                cpus.append(sum(c1[k] - c0[k] for k in c0 if k in c1))
         finally:
             client.close()
             cluster.close()
         same = bool(np.array_equal(got, want))
         res[f"workers_{n}"] = {"best_s": min(walls), "walls_s": walls, "equal_to_one_process": same,
+                               "cpu_s": cpus[walls.index(min(walls))],
                                "load": load(f"pointwise, {n} worker(s)")}
         print(f"  {n} worker(s): {min(walls):.2f} s (runs {', '.join(f'{x:.2f}' for x in walls)}; "
               f"equal to one process: {same})", flush=True)
@@ -236,17 +269,25 @@ def write_md(out: dict, path: Path) -> None:
               f"{m['rows']:,} rows (the digits and their 8 one-pixel shifts, repeated; {m['data_mb']} MB), "
               f"{m['n_params']:,} parameters, {m['shards']} `.npz` shards loaded by the workers; median of "
               f"{len(m['one_process']['walls_s'])} steps after a warm-up. Overhead = step wall time − the busiest "
-              "worker's compute time (Dask task stream); tiny step = the same shards with 16 rows each.", "",
-              "| run | s / step | rows / s | × 1 worker | busiest worker computes | overhead / step | tiny step | 1-min load after |",
-              "|---|--:|--:|--:|--:|--:|--:|--:|"]
+              "worker's compute time (Dask task stream); outside the compute span = wall time − (last task's end − first "
+              "task's start); tiny step = the same shards with 16 rows each; CPU s = the CPU time the worker processes "
+              "(or this process) got during the step, and cores used = CPU s ÷ wall s: on an idle 2-core machine "
+              "about 1 for 1 worker and 2 for 2 workers.", "",
+              "| run | s / step | rows / s | × 1 worker | CPU s / step (cores used) | CPU s per 10⁶ rows | shards per worker "
+              "| busiest worker computes | overhead / step | outside the compute span | tiny step | 1-min load after |",
+              "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|"]
         one = m["one_process"]
         L.append(f"| one process | {one['wall_s']:.3f} | {m['rows'] / one['wall_s']:,.0f} | "
-                 f"{m['workers_1']['wall_s'] / one['wall_s']:.2f} | {one['wall_s']:.3f} s | — | — | {one['load'][0]:.2f} |")
+                 f"{m['workers_1']['wall_s'] / one['wall_s']:.2f} | {one['cpu_s']:.3f} ({one['cores_used']:.2f}) | "
+                 f"{one['cpu_s'] * 1e6 / m['rows']:.3f} | — | {one['wall_s']:.3f} s | — | — | — | {one['load'][0]:.2f} |")
         for n in (1, 2):
             r = m[f"workers_{n}"]
             L.append(f"| {n} worker{'s' if n > 1 else ''} | {r['wall_s']:.3f} | {m['rows'] / r['wall_s']:,.0f} | "
-                     f"{m['workers_1']['wall_s'] / r['wall_s']:.2f} | {r['busiest_worker_compute_s']:.3f} s | "
+                     f"{m['workers_1']['wall_s'] / r['wall_s']:.2f} | {r['workers_cpu_s']:.3f} ({r['cores_used']:.2f}) | "
+                     f"{r['workers_cpu_s'] * 1e6 / m['rows']:.3f} | {' + '.join(map(str, r['shards_per_worker']))} | "
+                     f"{r['busiest_worker_compute_s']:.3f} s | "
                      f"{r['overhead_ms']:.1f} ms ({100 * r['overhead_ms'] / 1e3 / r['wall_s']:.1f} %) | "
+                     f"{r['outside_compute_span_ms']:.1f} ms | "
                      f"{r['tiny_step_ms']:.1f} ms | {r['load'][0]:.2f} |")
         L += ["", f"Loss: one process {one['value']:.15g}; relative difference of the 1- and 2-worker losses "
               f"{m['workers_1']['rel_diff_value']:.1e}, {m['workers_2']['rel_diff_value']:.1e}.", "",
@@ -258,12 +299,14 @@ def write_md(out: dict, path: Path) -> None:
               f"{p['points']:,} points in [-1, 1]³, 8 chunks persisted on the workers, the result (N × 4 float64) "
               f"gathered to the client; best of {len(p['one_process']['walls_s'])} runs after a warm-up "
               f"(compile {p['compile_s']:.1f} s).", "",
-              "| run | best s | all runs s | points / s | × 1 worker | equal to one process | 1-min load after |",
-              "|---|--:|---|--:|--:|---|--:|"]
+              "| run | best s | all runs s | points / s | × 1 worker | CPU s of the best run (cores used) "
+              "| equal to one process | 1-min load after |",
+              "|---|--:|---|--:|--:|--:|---|--:|"]
         for key, label in (("one_process", "one process"), ("workers_1", "1 worker"), ("workers_2", "2 workers")):
             r = p[key]
             L.append(f"| {label} | {r['best_s']:.2f} | {', '.join(f'{x:.2f}' for x in r['walls_s'])} | "
                      f"{p['points'] / r['best_s']:,.0f} | {p['workers_1']['best_s'] / r['best_s']:.2f} | "
+                     f"{r['cpu_s']:.2f} ({r['cpu_s'] / r['best_s']:.2f}) | "
                      f"{'yes (bit for bit)' if r.get('equal_to_one_process', True) else 'NO'} | {r['load'][0]:.2f} |")
         L += ["", f"**Target: 2 workers ≥ 1.6× one — measured {p['speedup_2_vs_1']:.2f}× "
               f"({'met' if p['speedup_2_vs_1'] >= 1.6 else 'missed'})**; 2 workers ÷ one process "
