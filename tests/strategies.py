@@ -644,9 +644,20 @@ ARRAY_NODES = UNARY + (
     "neg", "log", "sqrt", "powc", "powc_pos", "pow", "leaky_relu", "elu",
     "add", "sub", "mul", "div", "maximum", "minimum", "where", "binary_cross_entropy",
     "sum", "mean", "sum_axis", "mean_axis", "max_pool", "lp_pool", "logavg_pool", "mse",
-    "logsumexp", "logsumexp_axis", "matmul", "transpose", "maxout", "pick", "softmax_cross_entropy", "svm_hinge", "slice")
-ARRAY_EXTRA = ("broadcast", "unused_input", "lt", "le", "gt", "ge", "pos_square", "pos_exp", "pos_abs", "pos_softplus")
+    "logsumexp", "logsumexp_axis", "matmul", "transpose", "maxout", "pick", "softmax_cross_entropy", "svm_hinge", "slice",
+    "softmax", "log_softmax", "concat", "image")
+#: The convolutional productions (issue 13): an ``image`` node of shape ``[B, F]`` is a small CNN,
+#: a batch of images (a 4-D input, ``image_input``, or a reshaped subtree, ``reshape``) through one
+#: or two ``conv2d`` / ``max_pool2d`` / ``avg_pool2d`` stages (``image_relu`` between them), back to
+#: ``[B, F]`` by ``global_avg_pool2d``, ``flatten`` or ``reshape``.
+IMAGE_STAGES = ("conv2d", "max_pool2d", "avg_pool2d")
+IMAGE_HEADS = ("global_avg_pool2d", "flatten", "reshape")
+IMAGE_PRODUCTIONS = ("image_input", "image_relu", "conv2d_bias", "conv2d_same") + IMAGE_STAGES + IMAGE_HEADS
+ARRAY_EXTRA = ("broadcast", "unused_input", "lt", "le", "gt", "ge", "pos_square", "pos_exp", "pos_abs", "pos_softplus") \
+    + IMAGE_PRODUCTIONS
 ARRAY_PRODUCTIONS = ARRAY_LEAVES + ARRAY_NODES + ARRAY_EXTRA
+#: the productions of ``array_trees(focus="image")`` that plain array trees draw rarely
+IMAGE_TREE_PRODUCTIONS = ("image",) + IMAGE_PRODUCTIONS
 
 
 @dataclass(frozen=True)
@@ -765,6 +776,71 @@ class Backend:
     def log_sigmoid(self, x):
         return -self.softplus(-x)
 
+    def softmax(self, x, axis, log=False):
+        """``exp(x_i) / Σ_j exp(x_j)`` along ``axis`` (``log``: its logarithm). mpmath: the textbook
+        formula; float64: shifted by the maximum of each line (no overflow)."""
+        x = np.asarray(x)
+        if self.mp:
+            e = self.exp(x)
+            s = np.sum(e, axis=axis, keepdims=True)
+            return x - self.log(s) if log else e / s
+        z = x - np.max(x, axis=axis, keepdims=True)
+        s = np.sum(np.exp(z), axis=axis, keepdims=True)
+        return z - np.log(s) if log else np.exp(z) / s
+
+    # ---- images [N, C, H, W] (PyTorch's definitions, one output position at a time)
+    def conv2d(self, x, w, b, stride, padding, dilation):
+        """Cross-correlation, zero outside the image: ``y[n, o, p, q] = b[o] + Σ_{c,i,j} w[o, c, i, j]
+        x[n, c, p sh − ph + i dh, q sw − pw + j dw]``."""
+        x, w = np.asarray(x), np.asarray(w)
+        N, C, H, W = x.shape
+        O, _, kh, kw = w.shape
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        Ho, Wo = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        y = np.zeros((N, O, Ho, Wo), dtype=x.dtype)
+        for p in range(Ho):
+            for q in range(Wo):
+                for i in range(kh):
+                    for j in range(kw):
+                        hi, wi = p * sh - ph + i * dh, q * sw - pw + j * dw
+                        if 0 <= hi < H and 0 <= wi < W:
+                            y[:, :, p, q] += x[:, :, hi, wi] @ w[:, :, i, j].T        # [N, C] @ [C, O]
+        if b is not None:
+            y = y + np.asarray(b)[None, :, None, None]
+        return self.seen(y)
+
+    def _windows(self, x, k, stride, padding):
+        """The windows of a pooling as ``{(p, q): [N, C, m]}``, the m in-image entries row-major."""
+        x = np.asarray(x)
+        (kh, kw), (sh, sw), (ph, pw) = k, stride, padding
+        H, W = x.shape[2:]
+        Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+        return (Ho, Wo), {(p, q): np.stack([x[:, :, p * sh - ph + i, q * sw - pw + j]
+                                            for i in range(kh) for j in range(kw)
+                                            if 0 <= p * sh - ph + i < H and 0 <= q * sw - pw + j < W], axis=-1)
+                          for p in range(Ho) for q in range(Wo)}
+
+    def max_pool2d(self, x, k, stride, padding):
+        """The maximum of each window (the padding never wins); its kink: the top two entries."""
+        (Ho, Wo), wins = self._windows(x, k, stride, padding)
+        y = np.empty(np.shape(x)[:2] + (Ho, Wo), dtype=np.asarray(x).dtype)
+        for (p, q), v in wins.items():
+            self.top_two_gap(v, -1)
+            y[:, :, p, q] = np.max(v, axis=-1)
+        return y
+
+    def avg_pool2d(self, x, k, stride, padding):
+        """The sum of each window's in-image entries over ``kh kw`` (PyTorch's count_include_pad)."""
+        (Ho, Wo), wins = self._windows(x, k, stride, padding)
+        y = np.empty(np.shape(x)[:2] + (Ho, Wo), dtype=np.asarray(x).dtype)
+        for (p, q), v in wins.items():
+            y[:, :, p, q] = np.sum(v, axis=-1) / (k[0] * k[1])
+        return y
+
+    def global_avg_pool2d(self, x):
+        x = np.asarray(x)
+        return np.sum(np.sum(x, axis=3), axis=2) / (x.shape[2] * x.shape[3])
+
     def softsign(self, x):
         return x / (1 + self.abs(x))
 
@@ -860,14 +936,16 @@ def _toml_shape(shape) -> str:
 
 
 @st.composite
-def array_trees(draw, max_depth: int = 3, max_rank: int = 3, max_nodes: int | None = None) -> ArrayTree:
+def array_trees(draw, max_depth: int = 3, max_rank: int = 3, max_nodes: int | None = None,
+                focus: str | None = None) -> ArrayTree:
     """A random spec expression whose value is a float scalar, built top-down from shapes.
 
     Operands have rank <= ``max_rank`` (rank 3 only in one tree of four: Numba compiles
     rank-3 broadcasting slowly, up to 10 s per module). At most ``max_nodes`` inner nodes
     (positivity wrappers included; then only leaves), so that a failing tree of the thorough
     profile shrinks within Hypothesis's time limit: every shrink step compiles a Numba module.
-    The choice "leaf here" is the integer 0, the shrinker's first try."""
+    The choice "leaf here" is the integer 0, the shrinker's first try. ``focus="image"``: the value
+    is the sum or mean of an ``image`` node (a small CNN, rare among the other productions)."""
     used: set[str] = set()
     n_inner = [0]
     inputs: dict[str, tuple] = {}
@@ -936,6 +1014,12 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3, max_nodes: int | No
             out += ["pick", "softmax_cross_entropy", "svm_hinge"] * 2
         if any(isinstance(dim, int) for dim in shape):
             out.append("slice")
+        if r >= 1:
+            out += ["softmax", "log_softmax"]
+        if any(isinstance(dim, int) and dim >= 2 for dim in shape):
+            out.append("concat")
+        if r == 2 and isinstance(shape[1], int):
+            out += ["image"] * 4          # (one choice of many: a small CNN drawn as often as a label op)
         return out
 
     any_dim = st.sampled_from(DIMS + (N,))
@@ -943,6 +1027,114 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3, max_nodes: int | No
     def any_shape():
         r = draw(st.sampled_from((1, 2, 1, 2, 3) if rank3 else (1, 2)))
         return tuple(draw(any_dim) for _ in range(r))
+
+    def pair(v):
+        """A pair of sizes spelled as one integer when both are equal (or, at random, as the pair)."""
+        return str(v[0]) if v[0] == v[1] and draw(st.booleans()) else f"({v[0]}, {v[1]})"
+
+    def stage(kind, c_out, size):
+        """The input ``(C, H, W)``, the text (of the input text) and the evaluator (of the input's
+        and the context) of one stage whose output is ``[B, c_out, *size]``."""
+        if kind == "conv2d":
+            c_in = draw(st.integers(1, 2))
+            if draw(st.integers(0, 3)) == 0:                 # "same": stride 1, odd kernel
+                used.add("conv2d_same")
+                kern = (draw(st.sampled_from((1, 3))), draw(st.sampled_from((1, 3))))
+                dil = draw(st.integers(1, 2))
+                geom, dilation = (1, 1), (dil, dil)
+                pad = (dil * (kern[0] - 1) // 2, dil * (kern[1] - 1) // 2)
+                spell = "padding='same'" + (f", dilation={dil}" if dil > 1 else "")
+                size_in = size
+            else:
+                kern = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+                big = max(size) > 2                          # keep the images small (mpmath's time)
+                geom = (1, 1) if big else (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+                dilation = (1, 1) if big else (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+                pad = (draw(st.integers(0, 1)), draw(st.integers(0, 1)))
+                size_in = []
+                for a in range(2):
+                    lo = (size[a] - 1) * geom[a] + dilation[a] * (kern[a] - 1) + 1 - 2 * pad[a]
+                    if lo < 1:                               # padding more than the image needs
+                        pad = tuple(0 if b == a else pad[b] for b in range(2))
+                        lo = (size[a] - 1) * geom[a] + dilation[a] * (kern[a] - 1) + 1
+                    size_in.append(lo + draw(st.integers(0, geom[a] - 1)))
+                size_in = tuple(size_in)
+                parts = ([f"stride={pair(geom)}"] if geom != (1, 1) or draw(st.integers(0, 3)) == 0 else []) \
+                    + ([f"padding={pair(pad)}"] if pad != (0, 0) or draw(st.integers(0, 3)) == 0 else []) \
+                    + ([f"dilation={pair(dilation)}"] if dilation != (1, 1) else [])
+                spell = ", ".join(parts)
+            w = var((c_out, c_in) + kern)
+            bias = gen((c_out,), 0) if draw(st.booleans()) else None
+            if bias is not None:
+                used.add("conv2d_bias")
+            args = w.text + (f", {bias.text}" if bias is not None else "") + (f", {spell}" if spell else "")
+            return ((c_in,) + tuple(size_in), lambda t: f"conv2d({t}, {args})",
+                    lambda x, c: c[1].conv2d(x, w.fn(c), None if bias is None else bias.fn(c),
+                                             geom, pad, dilation))
+        kern = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        if kern == (1, 1):
+            kern = (2, 2)
+        own_stride = draw(st.booleans())                     # (the default stride is the window)
+        stride = (draw(st.integers(1, kern[0])), draw(st.integers(1, kern[1]))) if own_stride else kern
+        pad = (draw(st.integers(0, kern[0] // 2)), draw(st.integers(0, kern[1] // 2)))
+        if any((size[a] - 1) * stride[a] + kern[a] - 2 * pad[a] < 1 for a in range(2)):
+            pad = (0, 0)                                     # (an image of no pixel otherwise)
+        size_in = tuple((size[a] - 1) * stride[a] + kern[a] - 2 * pad[a] + draw(st.integers(0, stride[a] - 1))
+                        for a in range(2))
+        size_out = tuple((size_in[a] + 2 * pad[a] - kern[a]) // stride[a] + 1 for a in range(2))
+        assert size_out == tuple(size), (size_in, kern, stride, pad, size)
+        spell = pair(kern) + (f", stride={pair(stride)}" if own_stride else "") + \
+            (f", padding={pair(pad)}" if pad != (0, 0) or draw(st.integers(0, 3)) == 0 else "")
+        method = kind
+        return ((c_out,) + size_in, lambda t: f"{kind}({t}, {spell})",
+                lambda x, c: getattr(c[1], method)(x, kern, stride, pad))
+
+    def image(shape, d):
+        """``[B, F]``: a batch of small images through one or two convolutional stages and back."""
+        B, F = shape
+        head = pick(IMAGE_HEADS)
+        if head == "global_avg_pool2d":
+            channels, size = F, (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+        else:                                                # channels * height * width == F
+            channels = draw(st.sampled_from([c for c in range(1, F + 1) if F % c == 0]))
+            h = draw(st.sampled_from([c for c in range(1, F // channels + 1) if (F // channels) % c == 0]))
+            size = (h, F // channels // h)
+        stages = []
+        for _ in range(draw(st.integers(1, 2))):
+            kind = pick(IMAGE_STAGES)
+            c_out = channels if not stages else stages[-1][0][0]
+            out_size = size if not stages else stages[-1][0][1:]
+            stages.append(stage(kind, c_out, out_size))
+        relu = [draw(st.integers(0, 3)) == 0 for _ in stages]
+        C, H, W = stages[-1][0]
+        if draw(st.booleans()):
+            used.add("image_input")
+            src = var((B, C, H, W))
+            text, fn = src.text, src.fn
+        else:
+            used.add("reshape")
+            flat = gen((B, C * H * W), d)
+            lead = "-1" if draw(st.booleans()) or not isinstance(B, int) else str(B)
+            text = f"reshape({flat.text}, ({lead}, {C}, {H}, {W}))"
+            fn = lambda c: flat.fn(c).reshape((-1, C, H, W))        # noqa: E731
+        for (_, spell, evaluate), act in zip(reversed(stages), reversed(relu)):
+            text = spell(text)
+            fn = lambda c, f=fn, ev=evaluate: ev(f(c), c)                 # noqa: E731
+            if act:
+                used.add("image_relu")
+                text = f"relu({text})"
+                fn = lambda c, f=fn: c[1].relu(f(c))                      # noqa: E731
+        if head == "global_avg_pool2d":
+            return Node(f"global_avg_pool2d({text})", shape, lambda c: c[1].global_avg_pool2d(fn(c)))
+        if head == "flatten":
+            spell = f"flatten({text})" if draw(st.booleans()) else f"flatten({text}, start=1)"
+        else:
+            spell = f"reshape({text}, (-1, {F}))"
+
+        def back(c):
+            y = fn(c)
+            return y.reshape((y.shape[0], F))
+        return Node(spell, shape, back)
 
     def gen(shape, d, top=False):
         full = max_nodes is not None and n_inner[0] >= max_nodes
@@ -1096,6 +1288,23 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3, max_nodes: int | No
                 c[1].top_two_gap(pieces, -2)
                 return np.max(pieces, axis=-2)
             return Node(f"maxout({z.text}, {kk})", shape, maxout)
+        if p in ("softmax", "log_softmax"):
+            a = gen(shape, k)
+            axis = draw(st.integers(-len(shape), len(shape) - 1))
+            default = axis in (-1, len(shape) - 1) and draw(st.booleans())
+            text = f"{p}({a.text})" if default else f"{p}({a.text}, axis={axis})"
+            return Node(text, shape, lambda c: c[1].seen(c[1].softmax(a.fn(c), axis, p == "log_softmax")))
+        if p == "image":
+            return image(shape, k)
+        if p == "concat":         # concat([a, b(, c)], axis=k): the parts of a concrete axis
+            axis = draw(st.sampled_from([i for i, dim in enumerate(shape) if isinstance(dim, int) and dim >= 2]))
+            cuts = sorted(draw(st.sets(st.integers(1, shape[axis] - 1), min_size=1, max_size=2)))
+            sizes = [b - a for a, b in zip([0] + cuts, cuts + [shape[axis]])]
+            parts = [gen(shape[:axis] + (m,) + shape[axis + 1:], k) for m in sizes]
+            spell = "" if axis == 0 and draw(st.booleans()) else \
+                f", axis={axis - len(shape) if draw(st.booleans()) else axis}"
+            return Node(f"concat([{', '.join(q.text for q in parts)}]{spell})", shape,
+                        lambda c: np.concatenate([q.fn(c) for q in parts], axis=axis))
         if p == "slice":          # x[1:3], X[:, :-1]: a concrete axis of the operand, cut to `shape`
             axis = draw(st.sampled_from([i for i, dim in enumerate(shape) if isinstance(dim, int)]))
             full = shape[axis] + draw(st.integers(0, 2))
@@ -1130,7 +1339,15 @@ def array_trees(draw, max_depth: int = 3, max_rank: int = 3, max_nodes: int | No
         return Node(f"{p}({s.text}, {y})", shape, label_op)
 
     rank3 = max_rank >= 3 and draw(st.integers(0, 3)) == 3
-    root = gen((), max_depth, top=True)
+    if focus == "image":
+        used.add("image")
+        n_inner[0] += 2
+        body = image((draw(st.sampled_from((N, 1, 2))), draw(st.integers(1, 3))), max_depth - 1)
+        red = pick(("sum", "mean"))
+        f = np.sum if red == "sum" else np.mean
+        root = Node(f"{red}({body.text})", (), lambda c: f(body.fn(c)))
+    else:
+        root = gen((), max_depth, top=True)
     if draw(st.integers(0, 5)) == 2:          # an input the value does not depend on: zero gradient
         used.add("unused_input")
         name = f"a{len(inputs)}"

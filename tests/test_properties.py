@@ -45,7 +45,7 @@ from gradc.ops import OPS
 from gradc.pipeline import build
 
 from conftest import compiled
-from strategies import (ARRAY_PRODUCTIONS, MATRIX_PRODUCTIONS, MP_DPS, N, SCALAR_PRODUCTIONS, XS, ArrayTree,
+from strategies import (ARRAY_PRODUCTIONS, IMAGE_STAGES, IMAGE_TREE_PRODUCTIONS, MATRIX_PRODUCTIONS, MP_DPS, N, SCALAR_PRODUCTIONS, XS, ArrayTree,
                         Backend, Node, Reject, SymbolicOracle, array_trees, matrix_oracle, matrix_trees,
                         scalar_trees)
 
@@ -278,6 +278,18 @@ def test_array_tree_gradient_matches_exact_reference_and_finite_differences(tree
         check_array_point(c, tree, n, args, want, want_grads)
 
 
+#: Trees around a small CNN (``array_trees(focus="image")``: conv2d, pooling, reshape/flatten; plain
+#: array trees draw them rarely): a few in the ci profile (the convolution helpers compile slowly).
+IMAGES = settings(max_examples=max(2, EXAMPLES // 5))
+
+
+@IMAGES
+@given(tree=array_trees(max_depth=DEPTH - 1, max_rank=MAX_RANK, max_nodes=MAX_NODES, focus="image"),
+       seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(2, 3))
+def test_image_tree_gradient_matches_exact_reference_and_finite_differences(tree, seed, batch):
+    test_array_tree_gradient_matches_exact_reference_and_finite_differences.hypothesis.inner_test(tree, seed, batch)
+
+
 # ================================================================== determinism
 ALL_TREES = st.one_of(scalar_trees(), matrix_trees(), array_trees())
 
@@ -360,7 +372,8 @@ def test_generated_files_do_not_depend_on_the_process_or_its_hash_seed():
 # ================================================================== op coverage
 FAMILIES = {"scalar": (scalar_trees(), SCALAR_PRODUCTIONS),
             "matrix": (matrix_trees(), MATRIX_PRODUCTIONS),
-            "array": (array_trees(), ARRAY_PRODUCTIONS)}
+            "array": (array_trees(), tuple(p for p in ARRAY_PRODUCTIONS if p not in IMAGE_TREE_PRODUCTIONS)),
+            "image": (array_trees(focus="image"), IMAGE_TREE_PRODUCTIONS)}
 
 
 FIND = settings(max_examples=3000, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
@@ -372,10 +385,24 @@ def ir_ops(art) -> set:
     return {s.op for s in art.primal.stmts} | {s.op for s in art.full.stmts}
 
 
+#: ops that only forward mode emits (the JVP of an op whose tangent is routed like its adjoint):
+#: reached in the jvp/hvp IR of a tree, which the properties compile and check as well
+FORWARD_ONLY = {"max_pool2d_jvp"}
+
+
+def forward_mode_ops(art) -> set:
+    from gradc.ad.derivatives import derive
+
+    if art.full is None:
+        return set()
+    return {s.op for kind in ("jvp", "hvp") for s in derive(kind, art.primal, art.full, art.lowered.wrt).fn.stmts}
+
+
 def test_every_op_is_reachable_by_the_strategies():
     """Each production of each strategy is drawn (in a fixed sample); compiling one tree per
     production (pipeline only, no Numba) must produce every op of the table, adjoint helpers
-    (``*_vjp``, ``sum_to``, ``expand``, ``size``, ``outer``, ``alias``, ``const``, ...) included."""
+    (``*_vjp``, ``sum_to``, ``expand``, ``size``, ``outer``, ``alias``, ``const``, ...) included,
+    and the ops only forward mode emits (:data:`FORWARD_ONLY`) in the jvp/hvp IR."""
     reached: dict[str, str] = {}
     built: dict[tuple, set] = {}
     never_drawn = []
@@ -394,7 +421,10 @@ def test_every_op_is_reachable_by_the_strategies():
             for t in having[:3] + having[3:][-2:]:
                 key = (family, str(t.source))
                 if key not in built:
-                    built[key] = ir_ops(build(t.source, **compile_kwargs(t)))
+                    art = build(t.source, **compile_kwargs(t))
+                    built[key] = ir_ops(art)
+                    if family == "image" and prod in IMAGE_STAGES:
+                        built[key] |= forward_mode_ops(art) & FORWARD_ONLY
                 for op in built[key]:
                     reached.setdefault(op, f"{family}:{prod}")
     assert not never_drawn, f"productions never drawn: {never_drawn}"
@@ -667,6 +697,13 @@ def test_array_tree_jvp_and_hvp_match_the_exact_gradient_and_its_differences(tre
     check_hvp(Hv, hvp_by_differences(c, call_args, wrt_pos, list(tangents)), f"hvp at batch {batch}")
 
 
+@settings(max_examples=max(1, EXAMPLES // 20))
+@given(tree=array_trees(max_depth=DEPTH - 1, max_rank=MAX_RANK, max_nodes=MAX_NODES, focus="image"),
+       seed=st.integers(0, 2 ** 32 - 1), batch=st.integers(1, 3))
+def test_image_tree_jvp_and_hvp_match_the_exact_gradient_and_its_differences(tree, seed, batch):
+    test_array_tree_jvp_and_hvp_match_the_exact_gradient_and_its_differences.hypothesis.inner_test(tree, seed, batch)
+
+
 #: ops that never get a tangent: constants, and the masks (comparisons and their logic)
 NO_TANGENT = {"const", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not"}
 
@@ -698,5 +735,6 @@ def test_every_jvp_rule_is_reached_by_the_strategies(monkeypatch):
                 art = build(t.source, **compile_kwargs(t))
                 for kind in ("jvp", "hvp"):
                     derive(kind, art.primal, art.full, art.lowered.wrt)
-    missing = sorted(set(OPS) - applied - NO_TANGENT)
+    # (the JVP rule of a FORWARD_ONLY op would apply at third order only: no kind derives it)
+    missing = sorted(set(OPS) - applied - NO_TANGENT - FORWARD_ONLY)
     assert not missing, f"JVP rules no strategy reaches: {missing} (reached: {sorted(applied)})"
