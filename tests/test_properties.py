@@ -280,7 +280,7 @@ def test_array_tree_gradient_matches_exact_reference_and_finite_differences(tree
 
 #: Trees around a small CNN (``array_trees(focus="image")``: conv2d, pooling, reshape/flatten; plain
 #: array trees draw them rarely): a few in the ci profile (the convolution helpers compile slowly).
-IMAGES = settings(max_examples=max(2, EXAMPLES // 5))
+IMAGES = settings(max_examples=max(2, EXAMPLES // 8))
 
 
 @IMAGES
