@@ -24,8 +24,10 @@ without gradc:
   every spec function, broadcasting of scalars and bias (trailing-shape)
   operands, reductions with and without ``axis`` (also negative), matmul in all
   four vector/matrix forms with random compatible shapes, transpose, slicing,
-  maxout, pooling, losses, the int64-label ops and inputs the value does not
-  depend on. Oracle: :meth:`ArrayTree.evaluate`, an independent NumPy
+  maxout, pooling, losses, the int64-label ops, softmax/log_softmax along an
+  axis, concat, small CNNs (``image``: conv2d, max/avg/global pooling,
+  reshape/flatten; ``focus="image"`` draws one at the root) and inputs the
+  value does not depend on. Oracle: :meth:`ArrayTree.evaluate`, an independent NumPy
   implementation of the same tree that runs on float64 arrays or on object
   arrays of mpmath numbers (then central differences at 50 digits are, for
   all purposes, exact derivatives).
