@@ -495,3 +495,42 @@ def test_bad_constants_name_the_place(tmp_path, expr, const, message):
     col = line.index(const, line.index("(")) + 1
     assert info.value.where == f"bad.toml:{line_no}:{col}", (info.value.where, str(info.value))
     assert re.search(message, info.value.message), info.value.message
+
+
+# ================================================================== mixed precision
+MIXED = """\
+[inputs]
+X = { shape = ["n", 2, 5, 5], dtype = "float32" }
+W = { shape = [3, 2, 3, 3] }
+b = { shape = [3], dtype = "float32" }
+[graph]
+y = "max_pool2d(conv2d(X, W, b, padding=1), 2)"
+loss = "sum(y * y)"
+[output]
+value = "loss"
+outputs = ["y"]
+wrt = ["X", "W", "b"]
+"""
+
+
+def test_regression_conv2d_of_float32_and_float64_operands():
+    """Found by writing the image productions of the property strategies: Numba's np.dot rejects
+    operands of two dtypes, so a conv2d of float32 images and float64 weights did not compile
+    (the GEMM of the float64 weights with the float32 patches). The float64 loop reference and
+    its central differences are the oracle; each gradient keeps its argument's dtype."""
+    c = compiled(MIXED)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    W, b = rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3).astype(np.float32)
+    exact = [X.astype(np.float64), W, b.astype(np.float64)]
+    ref = lambda x, w, bb: ref_max_pool2d(ref_conv2d(x, w, bb, padding=1), 2)[0]      # noqa: E731
+    assert max_pool_gap(ref_conv2d(*exact, padding=1), 2) > 1e-3
+    loss, y = c.forward(X, W, b)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, ref(*exact), rtol=1e-12, atol=1e-12)
+    value, grads = c.value_and_grad(X, W, b)
+    assert value == pytest.approx(np.sum(ref(*exact) ** 2), rel=1e-12)
+    for i, (g, a) in enumerate(zip(grads, (X, W, b))):
+        assert g.dtype == a.dtype
+        fd = central(lambda *v: np.sum(ref(*v) ** 2), exact, i)
+        np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5 * np.max(np.abs(fd)))
