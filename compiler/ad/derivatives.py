@@ -25,7 +25,7 @@ costs a small multiple of the gradient (Griewank & Walther, "Evaluating Derivati
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import ShapeError
 from ..ir import FLOATS, Function, Value
@@ -56,7 +56,7 @@ class Derivative:
     wrt: list[Value]
     of: list[Value]
     sweep: str | None = None
-    mode: str = field(default="")
+    mode: str = ""
 
 
 def _type(v: Value) -> str:

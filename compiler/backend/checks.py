@@ -26,7 +26,7 @@ Names and dimensions reach the text only as identifiers (checked by the frontend
 """
 from __future__ import annotations
 
-from ..ir import DTYPE_NAMES, Value
+from ..ir import Value
 
 #: The module's exception class, unless gradc's loader already put gradc's there.
 ARGUMENT_ERROR = '''\

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from . import Const, check_axis, float_dtype, fmt, like_out, need_float, reduction_jvp, register, zero_jvp
+from . import Const, check_axis, float_dtype, fmt, need_float, reduction_jvp, register, zero_jvp
 
 #: ``axis=`` of sum, mean and logsumexp in specs: None reduces the whole array
 AXIS = Const("axis", "int", None)
