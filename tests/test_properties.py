@@ -197,7 +197,9 @@ def fd_of_forward(c, call_args, i):
 
     Returns ``(fd, err)`` per entry: the difference quotient at step h/2 and its
     disagreement with step h (a Richardson estimate of the error; large where a kink
-    lies within the step). Steps are the ones actually representable in the dtype."""
+    lies within the step), or, if larger, the quotient's round-off ~ eps |f| / h (a large
+    value carries it into every quotient alike, so the two steps need not disagree). Steps
+    are the ones actually representable in the dtype."""
     x = np.asarray(call_args[i])
     fd, err = np.zeros(x.shape), np.zeros(x.shape)
     for idx in np.ndindex(x.shape):
@@ -213,7 +215,8 @@ def fd_of_forward(c, call_args, i):
                 args[i] = xp if x.shape else xp[()]
                 vals.append(float(c.forward(*args)))
             quot.append((vals[0] - vals[1]) / (points[0] - points[1]))
-        fd[idx], err[idx] = quot[1], abs(quot[0] - quot[1])
+            roundoff = np.finfo(np.float64).eps * max(abs(v) for v in vals) / abs(points[0] - points[1])
+        fd[idx], err[idx] = quot[1], max(abs(quot[0] - quot[1]), 4 * roundoff)
     return fd, err
 
 
