@@ -203,7 +203,9 @@ def sweep(block, ref, n_wrt: int):
     """Value and gradient at each row of ``block`` (rows x n_args, float64): a (rows x (1 + n_wrt))
     array, filled by one jitted loop (generated for this arity) calling the module's value_and_grad."""
     mod = module(ref)
-    n_args = block.shape[1]
+    # the loop's text holds only these two integers (from the block's shape and the module's WRT),
+    # never text from a spec: exec of it cannot run anything a user wrote
+    n_args, n_wrt = int(block.shape[1]), int(n_wrt)
     key = (ref[1], n_args, n_wrt)
     fn = _SWEEPS.get(key)
     if fn is None:
