@@ -19,6 +19,7 @@ import numpy as np
 
 from gradc.errors import GradcError
 
+from .memory import pad_heap
 from .optim import OPTIMIZERS, SGD, Optimizer
 
 __all__ = ["History", "TrainingError", "CheckpointError", "StepLR", "CosineLR", "SCHEDULES", "train",
@@ -312,6 +313,9 @@ def train(compiled, params: dict, data: dict, *, epochs: int = 10, batch_size: i
     ``restore_best`` puts the parameters of the best epoch back at the end.
     Training also stops when the loss becomes NaN or infinite.
 
+    The process keeps freed pages for the next step (:func:`gradc.runtime.memory.pad_heap`, a
+    64 MiB top pad of glibc's heap): each step allocates its activations afresh.
+
     Returns a :class:`History`: the list of per-epoch mean training losses
     with the validation losses, learning rates and stopping details as attributes.
     Every bad argument raises a :class:`TrainingError` (a :class:`gradc.GradcError`) naming it.
@@ -327,6 +331,7 @@ def train(compiled, params: dict, data: dict, *, epochs: int = 10, batch_size: i
     if getattr(optimizer, "full_batch", False) or batch_size is None:
         batch_size = n
     _positive_int("patience", patience, allow_none=True)
+    pad_heap()
     learn = [w for w in compiled.wrt if w in params]
     decay = _decay(weight_decay, learn)
     rng = np.random.default_rng(seed)

@@ -397,10 +397,14 @@ def test_random_geometry_values_and_gradients(random_spec):
 
 
 # ================================================================== the max pool's ties
-TIES = spec_text({"X": ("n", 2, 5, 6), "R1": ("n", 2, 5, 6), "R2": ("n", 2, 2, 3), "R3": ("n", 2, 3, 3)},
+# b and e tile the image (stride = kernel, no padding: the one-pass adjoint), leaving a row (b) and
+# two columns (e) outside every window; a and d overlap or pad (the general adjoint)
+TIES = spec_text({"X": ("n", 2, 5, 6), "R1": ("n", 2, 5, 6), "R2": ("n", 2, 2, 3), "R3": ("n", 2, 3, 3),
+                  "R4": ("n", 2, 2, 1)},
                  {"a": "max_pool2d(X, 3, stride=1, padding=1)", "b": "max_pool2d(X, 2)",
                   "d": "max_pool2d(X, (3, 2), stride=(2, 3), padding=(1, 1))",
-                  "loss": "sum(R1 * a) + sum(R2 * b) + sum(R3 * d)"}, "loss", ["a", "b", "d"])
+                  "e": "max_pool2d(X, (2, 4), stride=(2, 4))",
+                  "loss": "sum(R1 * a) + sum(R2 * b) + sum(R3 * d) + sum(R4 * e)"}, "loss", ["a", "b", "d", "e"])
 
 
 def test_max_pool_ties_route_to_the_first_maximum_in_row_major_order():
@@ -410,26 +414,27 @@ def test_max_pool_ties_route_to_the_first_maximum_in_row_major_order():
               rng.integers(0, 2, (2, 2, 5, 6)).astype(float),        # many ties of 0 and 1
               rng.integers(-2, 3, (1, 2, 5, 6)).astype(float)):
         n = X.shape[0]
-        R1, R2, R3 = (rng.standard_normal((n, 2) + s) for s in ((5, 6), (2, 3), (3, 3)))
-        loss, a, b, d = c.forward(X, R1, R2, R3)
+        R1, R2, R3, R4 = (rng.standard_normal((n, 2) + s) for s in ((5, 6), (2, 3), (3, 3), (2, 1)))
+        loss, a, b, d, e = c.forward(X, R1, R2, R3, R4)
         np.testing.assert_array_equal(a, ref_max_pool2d(X, 3, 1, 1)[0])
         np.testing.assert_array_equal(b, ref_max_pool2d(X, 2)[0])
         np.testing.assert_array_equal(d, ref_max_pool2d(X, (3, 2), (2, 3), (1, 1))[0])
-        _, (gX, g1, g2, g3) = c.value_and_grad(X, R1, R2, R3)
+        np.testing.assert_array_equal(e, ref_max_pool2d(X, (2, 4))[0])
+        _, (gX, g1, g2, g3, g4) = c.value_and_grad(X, R1, R2, R3, R4)
         want = (ref_max_pool2d_vjp(R1, X, 3, 1, 1) + ref_max_pool2d_vjp(R2, X, 2)
-                + ref_max_pool2d_vjp(R3, X, (3, 2), (2, 3), (1, 1)))
+                + ref_max_pool2d_vjp(R3, X, (3, 2), (2, 3), (1, 1)) + ref_max_pool2d_vjp(R4, X, (2, 4)))
         np.testing.assert_allclose(gX, want, rtol=1e-13, atol=1e-13)
         np.testing.assert_array_equal(g1, a)
     # written out: one image of ties, X = 0 everywhere; 2 x 2 windows: all of g at each window's top left
     X = np.zeros((1, 1, 5, 6)).repeat(2, axis=1)
     R2 = np.arange(1.0, 13.0).reshape(1, 2, 2, 3)
-    _, (gX, *_) = c.value_and_grad(X, np.zeros_like(X), R2, np.zeros((1, 2, 3, 3)))
+    _, (gX, *_) = c.value_and_grad(X, np.zeros_like(X), R2, np.zeros((1, 2, 3, 3)), np.zeros((1, 2, 2, 1)))
     want = np.zeros_like(X)
     want[0, :, 0:4:2, 0:6:2] = R2[0]
     np.testing.assert_array_equal(gX, want)
     # 3 x 3 windows at stride 1, padding 1 over a constant image: each window's first in-image
     # entry (its top-left corner clipped to the image) gets its g; overlapping windows add up
-    _, (gX, *_) = c.value_and_grad(X, np.ones_like(X), np.zeros((1, 2, 2, 3)), np.zeros((1, 2, 3, 3)))
+    _, (gX, *_) = c.value_and_grad(X, np.ones_like(X), np.zeros((1, 2, 2, 3)), np.zeros((1, 2, 3, 3)), np.zeros((1, 2, 2, 1)))
     want = np.zeros((5, 6))
     for p in range(5):
         for q in range(6):
@@ -534,3 +539,16 @@ def test_regression_conv2d_of_float32_and_float64_operands():
         assert g.dtype == a.dtype
         fd = central(lambda *v: np.sum(ref(*v) ** 2), exact, i)
         np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5 * np.max(np.abs(fd)))
+
+
+def test_tiling_windows_use_the_one_pass_adjoint_and_others_the_general_one(tmp_path):
+    """The lowering choice is visible in the module: stride = kernel without padding calls
+    _max_pool2d_vjp_tiled (and no argmax helper); an overlapping window the general adjoint.
+    (Their values: the ties test above, against the NumPy reference.)"""
+    sources = {}
+    for name, pool in (("tiled", "max_pool2d(X, (2, 4), stride=(2, 4))"), ("general", "max_pool2d(X, 2, stride=1)")):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(spec_text({"X": ("n", 2, 4, 4)}, {"m": pool, "loss": "sum(m * m)"}, "loss", []))
+        sources[name] = build(path).code
+    assert "_max_pool2d_vjp_tiled(" in sources["tiled"] and "_pool_argmax" not in sources["tiled"]
+    assert "_max_pool2d_vjp_tiled" not in sources["general"] and "_max_pool2d_vjp(" in sources["general"]
