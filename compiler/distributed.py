@@ -728,81 +728,28 @@ class Sharded:
         Each step sends the parameters and the row indices, and gets one gradient back: small
         minibatches are dominated by this per-step latency (milliseconds), so the cluster pays off
         with large batches or full-batch methods (:meth:`minimize`)."""
-        import math
-        import time
-
-        from gradc.runtime.train import History, _decay, _optimizer, _positive_int, _progress_bar, _schedule
+        from gradc.runtime.train import epochs_loop
         self._params(params)                                # checks params
-        optimizer = _optimizer(optimizer, lr)
-        schedule = _schedule(lr_schedule, optimizer)
-        _positive_int("epochs", epochs, allow_zero=True)
-        _positive_int("batch_size", batch_size, allow_none=True)
-        n = self.n
-        if getattr(optimizer, "full_batch", False) or batch_size is None:
-            batch_size = n
-        learn = [w for w in self.compiled.wrt if w in params]
-        decay = _decay(weight_decay, learn)
         if self.reduction is None:
             self.reduction = self._detect(params)
-        rng = np.random.default_rng(seed)
-        history, base_lr = History(), getattr(optimizer, "lr", None)
-        bar = _progress_bar(progress, epochs * n)
-        step, start_all = 0, time.perf_counter()
-        try:
-            for epoch in range(1, epochs + 1):
-                if schedule is not None:
-                    optimizer.lr = base_lr * float(schedule(epoch, epochs))
-                if isinstance(getattr(optimizer, "lr", None), (int, float)):
-                    history.lr.append(float(optimizer.lr))
-                order = rng.permutation(n) if shuffle else np.arange(n)
-                total, seen, t0 = 0.0, 0, time.perf_counter()
-                if bar is not None:
-                    bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
-                for start in range(0, n, batch_size):
-                    idx = order[start:start + batch_size]
-                    if len(idx) == n:                   # the full batch: every shard whole
-                        parts = [(k, None, r) for k, r in enumerate(self.rows) if r]
-                    else:
-                        owner = np.searchsorted(self.offsets, idx, side="right") - 1
-                        parts = [(k, idx[owner == k] - self.offsets[k], int(np.sum(owner == k)))
-                                 for k in np.unique(owner)]
-                    value, grads = self._run(self._params(params), parts)
-                    grads = {w: g.reshape(np.shape(params[w])) if np.ndim(params[w]) else float(g)
-                             for w, g in zip(self.compiled.wrt, grads) if w in learn}
-                    for w, lam in decay.items():
-                        grads[w] = grads[w] + lam * params[w]
-                    optimizer.step(params, grads)
-                    step += 1
-                    total += value * len(idx)
-                    seen += len(idx)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
-                        bar.update(len(idx))
-                    if callback is not None:
-                        callback(step, params)
-                rate = seen / max(time.perf_counter() - t0, 1e-9)
-                history.append(total / seen)
-                history.examples_per_second.append(rate)
-                if log:
-                    line = f"epoch {epoch:3d}  loss {history[-1]:.4f}  ({rate:,.0f} examples/s on " \
-                           f"{len(self.client.scheduler_info(n_workers=-1)['workers'])} workers)"
-                    if bar is not None:
-                        with bar.external_write_mode():
-                            log(line)
-                    else:
-                        log(line)
-                if not math.isfinite(history[-1]):
-                    history.stopped_epoch, history.stop_reason = epoch, "diverged"
-                    break
-                if history[-1] < history.best_loss:
-                    history.best_loss, history.best_epoch = history[-1], epoch
-        finally:
-            if bar is not None:
-                bar.close()
-            if schedule is not None:
-                optimizer.lr = base_lr
-        history.seconds = time.perf_counter() - start_all
-        return history
+        n, shapes = self.n, {w: np.shape(params[w]) for w in self.compiled.wrt if w in params}
+
+        def gradient(idx):
+            if len(idx) == n:                               # the full batch: every shard whole
+                parts = [(k, None, r) for k, r in enumerate(self.rows) if r]
+            else:
+                owner = np.searchsorted(self.offsets, idx, side="right") - 1
+                parts = [(k, idx[owner == k] - self.offsets[k], int(np.sum(owner == k))) for k in np.unique(owner)]
+            value, grads = self._run(self._params(params), parts)
+            return value, {w: g.reshape(shapes[w]) if shapes[w] else float(g)
+                           for w, g in zip(self.compiled.wrt, grads) if w in shapes}
+
+        def where():
+            return f" on {len(self.client.scheduler_info(n_workers=-1)['workers'])} workers"
+
+        return epochs_loop(self.compiled, params, n, gradient, epochs=epochs, batch_size=batch_size,
+                           optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, weight_decay=weight_decay,
+                           shuffle=shuffle, seed=seed, log=log, progress=progress, callback=callback, where=where)
 
     def minimize(self, params: dict, *, method: str = "L-BFGS-B", tol: float | None = None,
                  options: dict | None = None, progress: bool | None = None):

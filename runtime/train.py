@@ -323,25 +323,52 @@ def train(compiled, params: dict, data: dict, *, epochs: int = 10, batch_size: i
     data = _check_data(compiled, params, data)
     if val_data is not None:
         val_data = _check_data(compiled, params, val_data, "val_data")
+    n = len(next(iter(data.values())))
+    pad_heap()
+    # the first minibatch goes through the argument check (a clear error for wrong shapes or
+    # dtypes); the others call the Numba dispatcher directly (the check costs a few µs a call)
+    calls = [compiled.value_and_grad, getattr(getattr(compiled, "raw", None), "value_and_grad",
+                                              compiled.value_and_grad)]
+
+    def gradient(idx):
+        batch = {k: np.ascontiguousarray(v[idx]) for k, v in data.items()}
+        value, grads = calls[0](*_call_args(compiled, batch, params))
+        calls[0] = calls[1]
+        return float(value), dict(zip(compiled.wrt, grads))
+
+    def validate():
+        return evaluate(compiled, params, val_data)
+
+    return epochs_loop(compiled, params, n, gradient, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                       lr=lr, lr_schedule=lr_schedule, weight_decay=weight_decay, shuffle=shuffle, seed=seed,
+                       log=log, validate=None if val_data is None else validate, patience=patience,
+                       min_delta=min_delta, restore_best=restore_best, progress=progress)
+
+
+def epochs_loop(compiled, params: dict, n: int, gradient, *, epochs: int, batch_size: int | None, optimizer, lr,
+                lr_schedule, weight_decay, shuffle: bool, seed: int, log, validate=None, patience: int | None = None,
+                min_delta: float = 0.0, restore_best: bool = False, progress: bool | None = None, callback=None,
+                where=None) -> History:
+    """The minibatch loop of :func:`train` over ``n`` examples, for any way of computing a
+    minibatch's gradient: ``gradient(idx)`` returns ``(value, {wrt name: gradient})`` of the
+    examples ``idx`` (an int array) at the current ``params`` (:func:`train`: the compiled
+    function on the rows of ``data``; :meth:`gradc.distributed.Sharded.train`: the workers' shards).
+    ``validate()``: the validation loss, monitored instead of the training loss; ``callback(step,
+    params)`` runs after each step; ``where()``: text after "examples/s" in the log line (e.g.
+    " on 2 workers"). The other keywords are :func:`train`'s, checked here."""
     optimizer = _optimizer(optimizer, lr)
     schedule = _schedule(lr_schedule, optimizer)
     _positive_int("epochs", epochs, allow_zero=True)
     _positive_int("batch_size", batch_size, allow_none=True)
-    n = len(next(iter(data.values())))
     if getattr(optimizer, "full_batch", False) or batch_size is None:
         batch_size = n
     _positive_int("patience", patience, allow_none=True)
-    pad_heap()
     learn = [w for w in compiled.wrt if w in params]
     decay = _decay(weight_decay, learn)
     rng = np.random.default_rng(seed)
-    # the first minibatch goes through the argument check (a clear error for wrong shapes or
-    # dtypes); the others call the Numba dispatcher directly (the check costs a few µs a call)
-    value_and_grad = compiled.value_and_grad
-    raw = getattr(getattr(compiled, "raw", None), "value_and_grad", value_and_grad)
     history = History()
     best_params = _snapshot(params) if restore_best else None
-    wait = 0
+    wait = step = 0
     base_lr = getattr(optimizer, "lr", None)
     bar = _progress_bar(progress, epochs * n)
 
@@ -367,30 +394,31 @@ def train(compiled, params: dict, data: dict, *, epochs: int = 10, batch_size: i
                 bar.set_description(f"epoch {epoch}/{epochs}", refresh=False)
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]
-                batch = {k: np.ascontiguousarray(v[idx]) for k, v in data.items()}
-                value, grads = value_and_grad(*_call_args(compiled, batch, params))
-                value_and_grad = raw
-                grads = {w: g for w, g in zip(compiled.wrt, grads) if w in learn}
+                value, grads = gradient(idx)
+                grads = {w: grads[w] for w in learn}
                 for w, lam in decay.items():
                     grads[w] = grads[w] + lam * params[w]
                 optimizer.step(params, grads)
-                total += float(value) * len(idx)
+                step += 1
+                total += value * len(idx)
                 seen += len(idx)
                 if bar is not None:
                     bar.set_postfix(loss=f"{total / seen:.4f}", refresh=False)
                     bar.update(len(idx))
+                if callback is not None:
+                    callback(step, params)
             rate = seen / max(time.perf_counter() - t0, 1e-9)
             history.append(total / seen)
             history.examples_per_second.append(rate)
             line = f"epoch {epoch:3d}  loss {history[-1]:.4f}"
             monitored = history[-1]
-            if val_data is not None:
-                monitored = evaluate(compiled, params, val_data)
+            if validate is not None:
+                monitored = validate()
                 history.val_loss.append(monitored)
                 line += f"  val_loss {monitored:.4f}"
             if schedule is not None:
                 line += f"  lr {optimizer.lr:.3g}"
-            emit(line + f"  ({rate:,.0f} examples/s)")
+            emit(line + f"  ({rate:,.0f} examples/s{where() if where else ''})")
             if not (math.isfinite(history[-1]) and math.isfinite(monitored)):
                 history.stopped_epoch, history.stop_reason = epoch, "diverged"
                 bad = history[-1] if not math.isfinite(history[-1]) else monitored
@@ -405,7 +433,7 @@ def train(compiled, params: dict, data: dict, *, epochs: int = 10, batch_size: i
                 if patience is not None and wait >= patience:
                     history.stopped_epoch, history.stop_reason = epoch, "early stopping"
                     emit(f"early stopping after epoch {epoch}: no improvement for {patience} epoch(s); "
-                         f"best {'val_loss' if val_data is not None else 'loss'} "
+                         f"best {'val_loss' if validate is not None else 'loss'} "
                          f"{history.best_loss:.4f} at epoch {history.best_epoch}")
                     break
     finally:
