@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -472,7 +470,7 @@ def work(fw: str, name: str, ref_path: str, repeats: int, min_time: float, threa
 
 
 def worker_main(argv) -> int:
-    from benchmarks.worker import _jsonable
+    from benchmarks.worker import one_json_line
     p = argparse.ArgumentParser(prog="python -m benchmarks.cnn --worker")
     p.add_argument("framework")   # or "reference"
     p.add_argument("case")
@@ -481,20 +479,9 @@ def worker_main(argv) -> int:
     p.add_argument("--min-time", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     o = p.parse_args(argv)
-    real_stdout = os.fdopen(os.dup(1), "w")   # stdout keeps the one JSON line; the rest goes to stderr
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        if o.framework == "reference":
-            res = reference(o.case, o.ref)
-        else:
-            res = work(o.framework, o.case, o.ref, o.repeats, o.min_time, o.threads)
-    except Exception as e:  # noqa: BLE001
-        res = {"framework": o.framework, "case": o.case, "status": "error",
-               "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    real_stdout.write(json.dumps(res, default=_jsonable) + "\n")
-    real_stdout.flush()
-    return 0
+    return one_json_line(lambda: reference(o.case, o.ref) if o.framework == "reference" else
+                         work(o.framework, o.case, o.ref, o.repeats, o.min_time, o.threads),
+                         {"framework": o.framework, "case": o.case})
 
 
 # --------------------------------------------------------------------------- the runner
@@ -502,18 +489,14 @@ def worker_main(argv) -> int:
 def run_all(o) -> dict:
     from benchmarks import run
 
-    wanted = [f.strip() for f in o.frameworks.split(",")] if o.frameworks else FRAMEWORKS
-    unknown = [f for f in wanted if f not in FRAMEWORKS]
-    if unknown:
-        raise SystemExit(f"unknown framework(s): {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}")
-    fws = [f for f in wanted if run.installed(f)]
+    wanted, fws, missing = run.frameworks_to_run(o.frameworks, FRAMEWORKS)
     cases = o.cases.split(",") if o.cases else list(CASES)
     env = run.child_env(o.threads, {"GRADC_CNN_BATCH": str(o.batch)} if o.batch else None)
     started = _dt.datetime.now(_dt.timezone.utc)
     meta = {"date": started.isoformat(timespec="seconds"), "command": " ".join(["python -m benchmarks.cnn", *o.argv]),
             "git": run.git_commit(), "machine": run.machine(), "versions": run.versions(), "threads": o.threads,
             "thread_env": run.thread_env(o.threads), "repeats": o.repeats, "min_time_s": o.min_time,
-            "frameworks_run": fws, "frameworks_missing": [f for f in wanted if f not in fws],
+            "frameworks_run": fws, "frameworks_missing": missing,
             "loadavg_start": list(os.getloadavg()), "tol": TOL, "fd_tol": FD_TOL, "batch_override": o.batch}
     out = {"meta": meta, "gemm": None, "results": {}}
     common = ["--repeats", str(o.repeats), "--min-time", str(o.min_time), "--threads", str(o.threads)]
@@ -745,21 +728,12 @@ def main(argv=None) -> int:
     if argv[:1] == ["--worker"]:
         return worker_main(argv[1:])
     o = parse(argv)
+    from benchmarks import run
     if o.render:
-        out = json.loads(Path(o.render).read_text(encoding="utf-8"))
-        out["summary"] = summarize(out)
-        print(markdown(out))
-        return 0
+        return run.render(o.render, summarize, markdown)
     out = run_all(o)
     out["meta"]["notes"] = o.note
-    md_text = markdown(out)
-    dest = Path(o.out)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{o.name}.json").write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-    (dest / f"{o.name}.md").write_text(md_text + "\n", encoding="utf-8")
-    print(md_text)
-    print(f"\nwrote {dest / (o.name + '.md')} and {dest / (o.name + '.json')}", file=sys.stderr)
-    return 0
+    return run.write_results(out, o, markdown)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib
-import json
 import math
 import os
 import shutil
@@ -285,7 +284,7 @@ def work(fw: str, kind: str, case_name: str, repeats: int, min_time: float, thre
 
 
 def worker_main(argv) -> int:
-    from benchmarks.worker import _jsonable
+    from benchmarks.worker import one_json_line
     p = argparse.ArgumentParser(prog="python -m benchmarks.derivatives --worker")
     p.add_argument("framework")
     p.add_argument("kind")
@@ -294,17 +293,8 @@ def worker_main(argv) -> int:
     p.add_argument("--min-time", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
-    real_stdout = os.fdopen(os.dup(1), "w")   # stdout keeps the one JSON line; the rest goes to stderr
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    try:
-        res = work(a.framework, a.kind, a.case, a.repeats, a.min_time, a.threads)
-    except Exception as e:  # noqa: BLE001
-        res = {"framework": a.framework, "kind": a.kind, "case": a.case, "status": "error",
-               "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    real_stdout.write(json.dumps(res, default=_jsonable) + "\n")
-    real_stdout.flush()
-    return 0
+    return one_json_line(lambda: work(a.framework, a.kind, a.case, a.repeats, a.min_time, a.threads),
+                         {"framework": a.framework, "kind": a.kind, "case": a.case})
 
 
 # --------------------------------------------------------------------------- the runner
@@ -312,11 +302,7 @@ def worker_main(argv) -> int:
 def run_all(o) -> dict:
     from benchmarks import run
 
-    wanted = [f.strip() for f in o.frameworks.split(",")] if o.frameworks else FRAMEWORKS
-    unknown = [f for f in wanted if f not in FRAMEWORKS]
-    if unknown:
-        raise SystemExit(f"unknown framework(s): {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}")
-    fws = [f for f in wanted if run.installed(f)]
+    wanted, fws, missing = run.frameworks_to_run(o.frameworks, FRAMEWORKS)
     todo = [(k, c) for k, c in tasks() if (not o.kinds or k in o.kinds.split(","))
             and (not o.cases or c in o.cases.split(","))]
     env = run.child_env(o.threads)
@@ -325,7 +311,7 @@ def run_all(o) -> dict:
             "command": " ".join(["python -m benchmarks.derivatives", *o.argv]), "git": run.git_commit(),
             "machine": run.machine(), "versions": run.versions(), "threads": o.threads,
             "thread_env": run.thread_env(o.threads), "repeats": o.repeats, "min_time_s": o.min_time,
-            "frameworks_run": fws, "frameworks_missing": [f for f in wanted if f not in fws],
+            "frameworks_run": fws, "frameworks_missing": missing,
             "loadavg_start": list(os.getloadavg()), "fd_tol": FD_TOL, "exact_tol": EXACT_TOL}
     out = {"meta": meta, "results": {}}
     common = ["--repeats", str(o.repeats), "--min-time", str(o.min_time), "--threads", str(o.threads)]
@@ -599,20 +585,11 @@ def main(argv=None) -> int:
         for kind, case in tasks():
             print(f"{kind:9} {case:20} {get_case(case).title}")
         return 0
+    from benchmarks import run
     if o.render:
-        out = json.loads(Path(o.render).read_text(encoding="utf-8"))
-        out["summary"] = summarize(out)
-        print(markdown(out))
-        return 0
+        return run.render(o.render, summarize, markdown)
     out = run_all(o)
-    md_text = markdown(out)
-    dest = Path(o.out)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{o.name}.json").write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-    (dest / f"{o.name}.md").write_text(md_text + "\n", encoding="utf-8")
-    print(md_text)
-    print(f"\nwrote {dest / (o.name + '.md')} and {dest / (o.name + '.json')}", file=sys.stderr)
-    return 0
+    return run.write_results(out, o, markdown)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,38 @@ def child_env(threads: int, extra: dict | None = None) -> dict:
     return env
 
 
+def frameworks_to_run(requested: str | None, known: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """``(wanted, run, missing)`` of ``--frameworks`` (comma-separated; None: all ``known``): those
+    installed are run, the others reported missing. An unknown name exits with a message."""
+    wanted = [f.strip() for f in requested.split(",")] if requested else list(known)
+    unknown = [f for f in wanted if f not in known]
+    if unknown:
+        raise SystemExit(f"unknown framework(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    avail = {f: installed(f) for f in wanted}
+    return wanted, [f for f in wanted if avail[f]], [f for f in wanted if not avail[f]]
+
+
+def write_results(out: dict, o, markdown) -> int:
+    """Write ``out`` as ``<o.out>/<o.name>.json`` and its ``markdown(out)`` as ``.md``, and print the
+    Markdown (the end of each benchmark's ``main``)."""
+    md_text = markdown(out)
+    dest = Path(o.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{o.name}.json").write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
+    (dest / f"{o.name}.md").write_text(md_text + "\n", encoding="utf-8")
+    print(md_text)
+    print(f"\nwrote {dest / (o.name + '.md')} and {dest / (o.name + '.json')}", file=sys.stderr)
+    return 0
+
+
+def render(path: str, summarize, markdown) -> int:
+    """``--render JSON``: print the Markdown of an earlier run's results again."""
+    out = json.loads(Path(path).read_text(encoding="utf-8"))
+    out["summary"] = summarize(out)
+    print(markdown(out))
+    return 0
+
+
 def installed(fw: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in NEEDS[fw])
 
@@ -218,12 +250,7 @@ def plan(cases, frameworks):
 def run_all(opts) -> dict:
     selected = cases_mod.select(opts.cases, quick=opts.quick, scaling=not opts.no_scaling)
     selected.sort(key=lambda c: c.group == "scaling")   # the long compile series last
-    wanted = [f.strip() for f in opts.frameworks.split(",")] if opts.frameworks else FRAMEWORKS
-    unknown = [f for f in wanted if f not in FRAMEWORKS]
-    if unknown:
-        raise SystemExit(f"unknown framework(s): {', '.join(unknown)}; known: {', '.join(FRAMEWORKS)}")
-    avail = {f: installed(f) for f in FRAMEWORKS}
-    frameworks = [f for f in wanted if avail[f]]
+    wanted, frameworks, missing = frameworks_to_run(opts.frameworks, FRAMEWORKS)
     r = Runner(opts)
     r.n_total = plan(selected, frameworks) + (0 if opts.no_gemm else 1)
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -235,7 +262,7 @@ def run_all(opts) -> dict:
         "repeats": opts.repeats, "min_time_s": opts.min_time, "quick": opts.quick, "timeout_s": opts.timeout,
         "scaling_timeout_s": opts.scaling_timeout, "max_memory_gb": opts.max_memory_gb,
         "frameworks_requested": wanted, "frameworks_run": frameworks,
-        "frameworks_missing": [f for f in wanted if not avail[f]],
+        "frameworks_missing": missing,
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "gradient_tolerance": 1e-9,
     }
@@ -700,19 +727,8 @@ def main(argv=None) -> int:
             print(f"{c.name:20} {c.group:8} {'quick ' if c.quick else '      '}{c.title}")
         return 0
     if o.render:
-        out = json.loads(Path(o.render).read_text(encoding="utf-8"))
-        out["summary"] = summarize(out)
-        print(markdown(out))
-        return 0
-    out = run_all(o)
-    md_text = markdown(out)
-    dest = Path(o.out)
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{o.name}.json").write_text(json.dumps(out, indent=1, default=str) + "\n", encoding="utf-8")
-    (dest / f"{o.name}.md").write_text(md_text + "\n", encoding="utf-8")
-    print(md_text)
-    print(f"\nwrote {dest / (o.name + '.md')} and {dest / (o.name + '.json')}", file=sys.stderr)
-    return 0
+        return render(o.render, summarize, markdown)
+    return write_results(run_all(o), o, markdown)
 
 
 if __name__ == "__main__":

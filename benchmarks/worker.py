@@ -252,15 +252,21 @@ def main(argv=None) -> int:
     p.add_argument("--min-time", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
-    # Keep stdout for the one JSON line: anything printed by frameworks (also from C) goes to stderr.
+    return one_json_line(lambda: run(a.framework, a.case, a.mode, a.repeats, a.min_time, a.threads),
+                         {"framework": a.framework, "case": a.case, "mode": a.mode})
+
+
+def one_json_line(work: Callable[[], dict], failed: dict) -> int:
+    """A worker process's output: ``work()``'s result as the one JSON line on stdout. While it runs,
+    anything printed (by the frameworks, also from C) goes to stderr; an exception becomes
+    ``{**failed, "status": "error", "reason": ..., "traceback": ...}``. Returns the exit status 0."""
     real_stdout = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
-        res = run(a.framework, a.case, a.mode, a.repeats, a.min_time, a.threads)
+        res = work()
     except Exception as e:  # noqa: BLE001
-        res = {"framework": a.framework, "case": a.case, "mode": a.mode, "status": "error",
-               "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        res = {**failed, "status": "error", "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
     real_stdout.write(json.dumps(res, default=_jsonable) + "\n")
     real_stdout.flush()
     return 0
