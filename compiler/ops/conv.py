@@ -26,8 +26,10 @@ PyTorch's conventions (``torch.nn.functional``), so models carry over:
   adjoint slices each operand's part of the cotangent back out).
 
 The lowering (``templates/ops/conv.j2``) is im2col + one BLAS GEMM per convolution and adjoint,
-for the whole batch (the patches of all images as the columns of one matrix), and direct loops
-for pooling.
+per chunk of images (the patches of several images as the columns of one matrix), and direct
+loops for pooling; the max-pool adjoint of windows that tile the image (stride = kernel, no
+padding) is one pass that writes each element once (``_max_pool2d_vjp_tiled``, chosen by the
+macro when the module is generated), others scatter into zeros at the first maxima.
 """
 from __future__ import annotations
 
