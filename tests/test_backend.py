@@ -859,3 +859,31 @@ def test_a_saved_view_keeps_its_values(modules):
     h = X @ W
     assert v == pytest.approx(float(np.sum(np.sin(h.T)) + np.sum(np.sin(h))), rel=1e-12)
     np.testing.assert_allclose(gW, X.T @ (np.cos(h) + np.cos(h.T).T), rtol=1e-12, atol=1e-12)
+
+
+def test_a_broadcast_waits_for_the_value_whose_shape_it_takes(tmp_path):
+    """Found by the thorough profile (array JVP/HVP property): in the HVP of sum(maxout(a0, 1)),
+    the zero tangent of the gradient is ``expand(0.0, a0_bar)``, a broadcast that reads only the
+    shape of a0_bar, which waits after the open loop of ``expand(1.0, out_2)`` (it reads that
+    loop's value). The broadcast joined the loop, which, holding only broadcasts, was printed as
+    lines before a0_bar was defined: a KeyError in the printer. Now it closes the loop: every
+    dependence holds, also the shapes, and the HVP and Hessian are right (sum of a0: zero)."""
+    path = tmp_path / "maxout.toml"
+    path.write_text("\n".join(["[inputs]", "a0 = { shape = [1, 1] }", "[graph]", 'out = "sum(maxout(a0, 1))"',
+                               "[output]", 'value = "out"', 'wrt = ["a0"]', ""]))
+    art = build(path, options=gradc.Options(derivatives=("hvp", "hessian")))
+    for kind in ("hvp", "hessian"):
+        fn = art.derived[kind].fn
+        items = schedule(fn.stmts, fn.outputs, fuse=True)
+        check_dependences(items, given=fn.inputs)
+        done = {id(v) for v in fn.inputs}
+        for item in items:                     # a Line reads (also the shape of) defined values only
+            for s in ([item.stmt] if isinstance(item, Line) else item.body):
+                if isinstance(item, Line):
+                    assert all(id(a) in done for a in s.args), (kind, s.out.name)
+                done.add(id(s.out))
+    f = gradc.compile(path)
+    x = np.array([[0.7]])
+    (hv,) = f.hvp(x, np.array([[1.0]]))
+    np.testing.assert_array_equal(hv, np.zeros((1, 1)))
+    np.testing.assert_array_equal(np.asarray(f.hessian(x)).reshape(1), [0.0])

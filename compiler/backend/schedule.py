@@ -128,6 +128,7 @@ def _gather(stmts, lengths, fuse, outputs) -> list:
     loop: Loop | None = None
     defined: set[int] = set()           # values of the open loop
     barred: set[int] = set()            # values the open loop must not read (its sums, what waits after it)
+    later: set[int] = set()             # what waits after it (a broadcast needs even their shape first)
     uses: dict[int, int] = {}
     for s in stmts:
         for a in s.args:
@@ -158,9 +159,10 @@ def _gather(stmts, lengths, fuse, outputs) -> list:
                 role, shape = hit
         if role is not None:
             if role is not Role.SCATTER_ADD and loop is not None \
-                    and (loop.shape != shape or any(id(a) in barred for a in loop_reads(s))):
+                    and (loop.shape != shape or any(id(a) in barred for a in loop_reads(s))
+                         or any(id(a) in later for a in s.args)):
                 close()
-                defined, barred = set(), set()
+                defined, barred, later = set(), set(), set()
             if loop is None:
                 loop = Loop(tuple(shape))
             loop.body.append(s)
@@ -171,6 +173,7 @@ def _gather(stmts, lengths, fuse, outputs) -> list:
         elif loop is not None and any(id(a) in defined or id(a) in barred for a in s.args):
             post.append(Line(s))
             barred.add(id(s.out))
+            later.add(id(s.out))
         elif loop is not None:
             pre.append(Line(s))
         else:
