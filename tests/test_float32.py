@@ -152,3 +152,28 @@ def test_float32_scalars():
     assert gw == pytest.approx(1.5 ** 3, rel=1e-6)
     sig = [s for s in c.raw.value_and_grad.nopython_signatures if "float32" in str(s)][0]
     assert str(sig.return_type) == "Tuple(float32, UniTuple(float32 x 2))"
+
+
+def test_a_float32_argument_of_a_float64_product_gets_its_gradient_cast(tmp_path):
+    """Found by the thorough profile (array property): in sum(exp(exp(a0 @ a1))) with a0 float64
+    and a1 float32, the product is float64, and value_and_grad wrote ∂L/∂a1 = a0ᵀ ∂L/∂out_2 with
+    np.dot straight into a1's float32 output array, which Numba refuses to type. The gradient is
+    now computed in float64 and cast into the float32 array. Oracle: the derivative written out
+    with NumPy in float64, d/da0 = g a1ᵀ, d/da1 = a0ᵀ g, g = exp(exp(z)) exp(z), z = a0 @ a1."""
+    path = tmp_path / "mixed.toml"
+    path.write_text("\n".join(["[inputs]", "a0 = { shape = [1, 2] }", 'a1 = { shape = [2, 1], dtype = "float32" }',
+                               "[graph]", 'out = "sum(exp(exp((a0 @ a1))))"', "[output]", 'value = "out"',
+                               'wrt = ["a0", "a1"]', ""]))
+    f = gradc.compile(path)
+    a0 = np.array([[0.54784675, -0.92085314]])
+    a1 = np.array([[-1.836106], [-1.9338895]], dtype=np.float32)
+    value, (g0, g1) = f.value_and_grad(a0, a1)
+    z = a0 @ a1.astype(np.float64)
+    g = np.exp(np.exp(z)) * np.exp(z)
+    assert value == pytest.approx(float(np.sum(np.exp(np.exp(z)))), rel=1e-14)
+    assert g0.dtype == np.float64 and g1.dtype == np.float32
+    np.testing.assert_allclose(g0, g @ a1.astype(np.float64).T, rtol=1e-14)
+    np.testing.assert_allclose(g1, (a0.T @ g).astype(np.float32), rtol=1e-6)
+    out = (np.empty_like(a0), np.empty_like(a1))
+    assert f.raw.value_and_grad_into(a0, a1, *out) == pytest.approx(value, rel=1e-15)
+    np.testing.assert_array_equal(out[1], g1)

@@ -291,7 +291,9 @@ def _functions(forward: Function, full: Function, opts: Options, tables: dict, m
     # the arrays the gradients go into: new ones, or the output arrays given (a variable of its own, not
     # the parameter: reassigning a None parameter makes Numba type it as optional, checked on every use)
     grad_arrays = _fresh_names([f"{w.name}_grad" for w, _ in array_grads], taken | set(outs))
-    targets = {id(g): a for (w, g), a in zip(array_grads, grad_arrays)}
+    # (a gradient of another dtype than its argument, e.g. of a float32 argument in a float64 product,
+    # is computed in its own array and cast by the copy: np.dot cannot write into another dtype)
+    targets = {id(g): a for (w, g), a in zip(array_grads, grad_arrays) if g.dtype == w.dtype}
     lines, names = core(targets)
     for (w, g), a in zip(array_grads, grad_arrays):         # what was not computed in place: copied in
         if names[id(g)] != a:
