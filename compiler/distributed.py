@@ -199,24 +199,32 @@ def add(a, b):
     return a[0] + b[0], [x + y for x, y in zip(a[1], b[1])]
 
 
+def _sweep_loop(vg, n_args: int, n_wrt: int):
+    """The jitted loop of :func:`sweep` for one arity: each row of ``block`` as the ``n_args``
+    scalar arguments of ``vg`` (a tuple of constant length: Numba reads ``n_args`` and ``n_wrt``
+    from this closure as compile-time constants)."""
+    import numba
+    from numba.np.unsafe.ndarray import to_fixed_tuple
+
+    @numba.njit
+    def loop(block, out):
+        for i in range(block.shape[0]):
+            v, g = vg(*to_fixed_tuple(block[i], n_args))
+            out[i, 0] = v
+            for j in range(n_wrt):
+                out[i, j + 1] = g[j]
+    return loop
+
+
 def sweep(block, ref, n_wrt: int):
     """Value and gradient at each row of ``block`` (rows x n_args, float64): a (rows x (1 + n_wrt))
     array, filled by one jitted loop (generated for this arity) calling the module's value_and_grad."""
     mod = module(ref)
-    # the loop's text holds only these two integers (from the block's shape and the module's WRT),
-    # never text from a spec: exec of it cannot run anything a user wrote
     n_args, n_wrt = int(block.shape[1]), int(n_wrt)
     key = (ref[1], n_args, n_wrt)
     fn = _SWEEPS.get(key)
     if fn is None:
-        import numba
-        args = ", ".join(f"block[i, {j}]" for j in range(n_args))
-        lines = ["def sweep(block, out):", "    for i in range(block.shape[0]):",
-                 f"        v, g = vg({args})", "        out[i, 0] = v"]
-        lines += [f"        out[i, {j + 1}] = g[{j}]" for j in range(n_wrt)]
-        namespace = {"vg": mod.value_and_grad}
-        exec("\n".join(lines), namespace)
-        fn = _SWEEPS[key] = numba.njit(namespace["sweep"])
+        fn = _SWEEPS[key] = _sweep_loop(mod.value_and_grad, n_args, n_wrt)
     out = np.empty((block.shape[0], 1 + n_wrt))
     fn(np.ascontiguousarray(block, dtype=np.float64), out)
     return out
