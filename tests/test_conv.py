@@ -541,14 +541,67 @@ def test_regression_conv2d_of_float32_and_float64_operands():
         np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5 * np.max(np.abs(fd)))
 
 
-def test_tiling_windows_use_the_one_pass_adjoint_and_others_the_general_one(tmp_path):
-    """The lowering choice is visible in the module: stride = kernel without padding calls
-    _max_pool2d_vjp_tiled (and no argmax helper); an overlapping window the general adjoint.
-    (Their values: the ties test above, against the NumPy reference.)"""
+def test_two_by_two_windows_use_the_unrolled_helpers_and_others_the_general_ones(tmp_path):
+    """The lowering choice is visible in the module: 2 x 2 windows at stride 2 without padding call
+    _max_pool2d_2x2 and its one-pass adjoint (and no argmax helper); other windows, tiling or
+    overlapping, the general ones. (Their values: the ties test above, against the NumPy reference,
+    has both, with an odd last row and columns outside every window.)"""
     sources = {}
-    for name, pool in (("tiled", "max_pool2d(X, (2, 4), stride=(2, 4))"), ("general", "max_pool2d(X, 2, stride=1)")):
+    for name, pool in (("2x2", "max_pool2d(X, 2)"), ("tiled", "max_pool2d(X, (2, 4), stride=(2, 4))"),
+                       ("overlapping", "max_pool2d(X, 2, stride=1)")):
         path = tmp_path / f"{name}.toml"
         path.write_text(spec_text({"X": ("n", 2, 4, 4)}, {"m": pool, "loss": "sum(m * m)"}, "loss", []))
         sources[name] = build(path).code
-    assert "_max_pool2d_vjp_tiled(" in sources["tiled"] and "_pool_argmax" not in sources["tiled"]
-    assert "_max_pool2d_vjp_tiled" not in sources["general"] and "_max_pool2d_vjp(" in sources["general"]
+    assert "_max_pool2d_2x2(" in sources["2x2"] and "_max_pool2d_2x2_vjp(" in sources["2x2"]
+    assert "_pool_argmax" not in sources["2x2"]
+    for name in ("tiled", "overlapping"):
+        assert "_2x2" not in sources[name] and "_max_pool2d_vjp(" in sources[name]
+
+
+# ================================================================== pool before the activation
+# a and b pool a monotone activation used nowhere else: gradc.passes.commute pools first (b with
+# overlapping, padded windows); r is used twice and q's slope is negative (not monotone): kept as written
+COMMUTE = spec_text({"X": ("n", 2, 5, 6), "R1": ("n", 2, 2, 3), "R2": ("n", 2, 5, 6), "R3": ("n", 2, 2, 3),
+                     "R4": ("n", 2, 2, 3)},
+                    {"a": "max_pool2d(relu(X), 2)", "b": "max_pool2d(leaky_relu(X, 0.2), 3, stride=1, padding=1)",
+                     "r": "relu(X * 0.5)", "c": "max_pool2d(r, 2)", "q": "max_pool2d(leaky_relu(X, -0.5), 2)",
+                     "loss": "sum(R1 * a) + sum(R2 * b) + sum(R3 * c) + sum(R4 * q) + sum(r)"},
+                    "loss", ["a", "b", "c", "q"])
+
+
+def test_pooling_a_monotone_activation_pools_first_with_the_same_values_and_gradients():
+    """max_pool2d(f(z)) = f(max_pool2d(z)) for relu and leaky_relu (slope >= 0), derivatives
+    included (the first maximum at ties, f' = 0 where f(z) ties and z does not). Oracle: the loop
+    references applied in the order written, on integer images full of ties, zeros and negatives."""
+    from gradc.pipeline import lower
+    from gradc.passes import optimize
+    from gradc.passes.commute import pool_first
+    fn = lower(COMMUTE).fn
+    rewritten = pool_first(fn)
+    pools = {s.out.name: s for s in rewritten.stmts if s.op == "max_pool2d"}
+    by_out = {s.out.name: s for s in rewritten.stmts}
+    for name in ("a", "b"):                       # f(P(z)): the pooled output is the activation's
+        assert by_out[name].op in ("relu", "leaky_relu") and by_out[name].args[0].name in pools
+    for name in ("c", "q"):                       # P(f(z)) as written
+        assert by_out[name].op == "max_pool2d"
+    assert optimize(fn) is not fn and pool_first(rewritten) is rewritten
+
+    c = compiled(COMMUTE)
+    rng = np.random.default_rng(11)
+    relu = lambda v: np.maximum(v, 0.0)                                    # noqa: E731
+    leaky = lambda v, sl: np.where(v > 0, v, sl * v)                       # noqa: E731
+    for X in (rng.integers(-2, 3, (2, 2, 5, 6)).astype(float), np.zeros((1, 2, 5, 6)),
+              rng.standard_normal((3, 2, 5, 6))):
+        n = X.shape[0]
+        R1, R2, R3, R4 = (rng.standard_normal((n, 2) + s) for s in ((2, 3), (5, 6), (2, 3), (2, 3)))
+        loss, a, b, cc, q = c.forward(X, R1, R2, R3, R4)
+        np.testing.assert_array_equal(a, ref_max_pool2d(relu(X), 2)[0])
+        np.testing.assert_array_equal(b, ref_max_pool2d(leaky(X, 0.2), 3, 1, 1)[0])
+        np.testing.assert_array_equal(cc, ref_max_pool2d(relu(0.5 * X), 2)[0])
+        np.testing.assert_array_equal(q, ref_max_pool2d(leaky(X, -0.5), 2)[0])
+        _, (gX, *_) = c.value_and_grad(X, R1, R2, R3, R4)
+        want = ((X > 0) * ref_max_pool2d_vjp(R1, relu(X), 2)
+                + np.where(X > 0, 1.0, 0.2) * ref_max_pool2d_vjp(R2, leaky(X, 0.2), 3, 1, 1)
+                + 0.5 * (X > 0) * (ref_max_pool2d_vjp(R3, relu(0.5 * X), 2) + 1.0)
+                + np.where(X > 0, 1.0, -0.5) * ref_max_pool2d_vjp(R4, leaky(X, -0.5), 2))
+        np.testing.assert_allclose(gX, want, rtol=1e-13, atol=1e-13)

@@ -467,9 +467,10 @@ def test_explain_cnn_summarises_arrays_and_names_the_conv_rules(capsys):
     assert conv2["rule"] == "conv2d: ∂L/∂x = the full convolution of ∂L/∂y with the flipped weights"
     assert row(rows, "h2_2", "K2")["rule"] == "conv2d: ∂L/∂W = the correlation of the input with ∂L/∂y"
     assert row(rows, "h1_2", "K1")["rule"] == "conv2d: ∂L/∂W = the correlation of the input with ∂L/∂y"
-    assert row(rows, "h1", "h1_3")["rule"] == "max_pool2d: routes g to the first maximum of each window"
-    relu = row(rows, "h1_3", "h1_2")                           # elementwise: a local gradient of 0s and 1s
-    assert re.fullmatch(r"\[2,16,8,8\] mean \S+ min 0 max 1", relu["local"])
+    # max_pool2d(relu(z)) is computed as relu(max_pool2d(z)) (gradc.passes.commute), as shown
+    assert row(rows, "h1_3", "h1_2")["rule"] == "max_pool2d: routes g to the first maximum of each window"
+    relu = row(rows, "h1", "h1_3")                             # elementwise: a local gradient of 0s and 1s
+    assert relu["op"] == "relu" and re.fullmatch(r"\[2,16,4,4\] mean \S+ min 0 max 1", relu["local"])
     # a parameter used once: its gradient (input row) is the one contribution its conv sends down
     for node, name in (("h1_2", "K1"), ("h1_2", "c1"), ("h2_2", "K2"), ("scores_3", "W")):
         assert row(rows, name)["upstream"] == row(rows, node, name)["gradient"], name
@@ -483,12 +484,13 @@ def test_graph_of_the_cnn_is_summarised_and_laid_out_top_to_bottom(capsys, tmp_p
     labels = re.findall(r"subgraph cluster_\d+ \{\n    label=\"(.*?)\";", dot)
     assert [label.split(": ", 1)[0] for label in labels] == [f"cnn_digits.toml:{n}" for n in range(22, 27)]
     e = edges(dot)
-    value, gradient = e[("h1_2", "h1_3")]                    # conv2d -> relu: [2,16,8,8] over mean/min/max
+    value, gradient = e[("h1_2", "h1_3")]                    # conv2d -> max_pool2d: [2,16,8,8] over mean/min/max
     assert re.fullmatch(r"\[2,16,8,8\]<br/>mean \S+ min \S+ max \S+", value)
     assert re.fullmatch(r"\[2,16,8,8\]<br/>mean \S+ min \S+ max \S+", gradient)
     assert re.fullmatch(r"\[16,1,3,3\]<br/>mean \S+ min \S+ max \S+", e[("K1", "h1_2")][1])
     assert e[("X", "img")][1] is None                          # X is not differentiated
-    assert '"n_h2_2" [label="conv2d\\nh2_2"' in dot and '"n_h1" [label="max_pool2d\\nh1"' in dot
+    assert '"n_h2_2" [label="conv2d\\nh2_2"' in dot and '"n_h1_3" [label="max_pool2d\\nh1_3"' in dot
+    assert '"n_h1" [label="relu\\nh1"' in dot              # relu(max_pool2d(z)), gradc.passes.commute
     if shutil.which("dot"):
         path = tmp_path / "cnn.png"
         code, _, err = run(capsys, "show", CNN, "--stage", "graph", "--batch", "2", "-o", path)

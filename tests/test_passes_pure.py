@@ -16,7 +16,7 @@ import sympy as sp
 
 from gradc.ad import grad
 from gradc.ir import format_function, verify
-from gradc.passes import coalesce_aliases, cse, dce, fold_constants, optimize, reroll, simplify
+from gradc.passes import coalesce_aliases, cse, dce, fold_constants, optimize, pool_first, reroll, simplify
 from gradc.passes.rename import renumber
 from gradc.passes.split import split
 from gradc.pipeline import lower
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.lowering import unlike_expression  # noqa: E402
 
 SPECS = ["seed_add_mul", "seed_sigmoid_neuron", "seed_norm_wx", "seed_three_layer", "mlp_digits",
-         "relu_3layer", "svm_linear"]
+         "relu_3layer", "svm_linear", "cnn_digits"]
 
 
 def snapshot(fn):
@@ -98,6 +98,7 @@ PASSES = {
     "dce": lambda fn, lw: dce(fn),
     "coalesce_aliases": lambda fn, lw: coalesce_aliases(fn),
     "optimize": lambda fn, lw: optimize(fn),
+    "pool_first": lambda fn, lw: pool_first(fn),
     "reroll": lambda fn, lw: reroll(fn),
     "split": lambda fn, lw: split(fn, max_stmts=60),
     "renumber": lambda fn, lw: renumber(fn),
@@ -122,9 +123,11 @@ def test_pass_leaves_its_input_untouched(sources, pass_name, stage):
 
 
 def test_the_sources_exercise_what_they_should(sources):
-    """The long sums do what the pure-pass test relies on: one re-rolls, one splits."""
+    """The long sums do what the pure-pass test relies on: one re-rolls, one splits; the CNN pools
+    before its first activation."""
     fn = sources["reroll"].fn
     assert reroll(fn) is not fn
+    assert pool_first(sources["cnn_digits"].fn) is not sources["cnn_digits"].fn
     assert split(optimize(sources["split"].fn), max_stmts=60) is not None
     assert any(s.op == "alias" for s in grad(sources["sympy_fanout"].fn, sources["sympy_fanout"].wrt).stmts)
 

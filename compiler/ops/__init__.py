@@ -132,6 +132,13 @@ class Op:
     #: its whole-array rendering may return (a view of) its operand's memory (``x.T``, ``x[1:]``, a
     #: plain binding): the memory plan never lends that operand's array out while it is alive
     view: bool = False
+    #: a unary elementwise op that never decreases and is flat only where its derivative is 0
+    #: (relu; leaky_relu with a slope >= 0): the largest of its results is its result of the
+    #: largest operand, derivatives included. ``True``, or ``monotone(stmt) -> bool``
+    monotone: bool | Callable = False
+    #: each result element is the largest of some of its first operand's elements (max_pool2d):
+    #: it may take the operand of a :attr:`monotone` op instead (gradc.passes.commute)
+    selects_max: bool = False
     #: ``((value, form), ...)``: values of its constant attribute ``p`` whose element code is
     #: plain arithmetic, not a C library call (powc: 2 is ``x * x``); its macro reads them as
     #: ``o.op.forms`` (the printer passes the entry as ``o.op``)

@@ -26,10 +26,13 @@ PyTorch's conventions (``torch.nn.functional``), so models carry over:
   adjoint slices each operand's part of the cotangent back out).
 
 The lowering (``templates/ops/conv.j2``) is im2col + one BLAS GEMM per convolution and adjoint,
-per chunk of images (the patches of several images as the columns of one matrix), and direct
-loops for pooling; the max-pool adjoint of windows that tile the image (stride = kernel, no
-padding) is one pass that writes each element once (``_max_pool2d_vjp_tiled``, chosen by the
-macro when the module is generated), others scatter into zeros at the first maxima.
+per chunk of images (the patches of several images as the columns of one matrix, the batch axis
+last so that the copies are long runs), and direct loops for pooling; 2 × 2 windows at stride 2
+without padding get unrolled helpers, the adjoint one pass that writes each element once
+(``_max_pool2d_2x2``, ``_max_pool2d_2x2_vjp``, chosen by the macro when the module is
+generated); other adjoints scatter into zeros at the first maxima. ``max_pool2d`` of a monotone
+activation pools first (:mod:`gradc.passes.commute`, from the ops' ``selects_max`` and
+``monotone`` traits).
 """
 from __future__ import annotations
 
@@ -213,7 +216,8 @@ POOL_PADDING = Const("padding", "pair0", (0, 0))
 _reg("max_pool2d", _pool_rule, lambda b, s, g: [b.emit("max_pool2d_vjp", g, s.args[0], **_pool_attrs(s))],
      "max_pool2d: routes g to the first maximum of each window",
      jvp=lambda b, s, ts: None if ts[0] is None else b.emit("max_pool2d_jvp", ts[0], s.args[0], **_pool_attrs(s)),
-     helpers=("pool",), spelling="max_pool2d", consts=(KERNEL,), keywords=(POOL_STRIDE, POOL_PADDING), fresh=True)
+     helpers=("pool",), spelling="max_pool2d", consts=(KERNEL,), keywords=(POOL_STRIDE, POOL_PADDING), fresh=True,
+     selects_max=True)
 # routing: linear in g (or the tangent t); in x piecewise constant (the maxima move only at ties)
 _reg("max_pool2d_vjp", _pool_back_rule,
      lambda b, s, u: [b.emit("max_pool2d_jvp", u, s.args[1], **_pool_attrs(s)), None],

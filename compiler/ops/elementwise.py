@@ -133,9 +133,10 @@ _reg("sigmoid", _unary,
      "sigmoid: s(1 - s) = s(x) s(-x) (reuses the result)", lambda x: _sigmoid(x), helpers=("vmath",),
      elementwise=True, loop=True, kernel=True, rollable=True, spelling="sigmoid")
 _reg("relu", _unary,
-     lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0, name="relu_mask"), g, 0.0)],
-     "relu: routes g where x > 0 (relu'(0) = 0)", lambda x: max(x, 0.0),
-     elementwise=True, loop=True, rollable=True, spelling="relu")
+     lambda b, s, g: [b.emit("where", b.emit("gt", s.out, 0.0, name="relu_mask"), g, 0.0)],
+     "relu: routes g where relu(x) > 0, i.e. x > 0 (relu'(0) = 0; reads the result)",
+     lambda x: max(x, 0.0),
+     elementwise=True, loop=True, rollable=True, spelling="relu", monotone=True)
 _reg("abs", _unary, lambda b, s, g: [b.emit("mul", g, b.emit("sign", s.args[0], name="dabs"))],
      "abs: sign(x) (|x|'(0) = 0)", abs, elementwise=True, loop=True, rollable=True, spelling="abs")
 _reg("sign", _unary, None, fold=lambda x: float((x > 0) - (x < 0)), jvp=zero_jvp,
@@ -184,7 +185,8 @@ _reg("leaky_relu", _activation_rule("slope"),
      lambda b, s, g: [b.emit("where", b.emit("gt", s.args[0], 0.0, name="leaky_relu_mask"), g,
                              b.emit("mul", g, s.attr["slope"]))],
      "leaky_relu: g where x > 0, slope*g where x <= 0 (the max(slope*x, x) tie rule at 0)",
-     elementwise=True, loop=True, rollable=True, spelling="leaky_relu", consts=(Const("slope", "number", 0.1),))
+     elementwise=True, loop=True, rollable=True, spelling="leaky_relu", consts=(Const("slope", "number", 0.1),),
+     monotone=lambda s: s.attr["slope"] >= 0)
 _reg("elu", _activation_rule("alpha"),
      lambda b, s, g: [b.emit("where", b.emit("ge", s.args[0], 0.0, name="elu_mask"), g,
                              b.emit("mul", g, b.emit("mul", s.attr["alpha"],
