@@ -70,20 +70,30 @@ def direct_nests(mod):
         O, _, kh, kw = w.shape
         p, _, Ho, Wo = geometry(H, W, kh, kw, s, s, p, p, 1, 1)
         y = np.empty((N, O, Ho, Wo))
+        xf = x.reshape(x.size)
+        yf = y.reshape(y.size)
         for n in range(N):
             for o in range(O):
-                y[n, o] = b[o]
+                y0 = (n * O + o) * Ho * Wo
+                for e in range(Ho * Wo):
+                    yf[y0 + e] = b[o]
                 for c in range(C):
+                    x0 = (n * C + c) * H * W
                     for i in range(kh):
                         p0, p1 = span(i, s, p, 1, H, Ho)
                         for j in range(kw):
                             q0, q1 = span(j, s, p, 1, W, Wo)
                             wv = w[o, c, i, j]
                             for r in range(p0, p1):
-                                row = x[n, c, r * s - p + i]
-                                out = y[n, o, r]
-                                for q in range(q0, q1):
-                                    out[q] += wv * row[q * s - p + j]
+                                dst = y0 + r * Wo
+                                src = x0 + (r * s - p + i) * W - p + j
+                                if s == 1:          # a view and a loop from 0: LLVM vectorizes it
+                                    out, inp = yf[dst + q0:dst + q1], xf[src + q0:src + q1]
+                                    for e in range(q1 - q0):
+                                        out[e] += wv * inp[e]
+                                else:
+                                    for q in range(q0, q1):
+                                        yf[dst + q] += wv * xf[src + q * s]
         return y
 
     @numba.njit(error_model="numpy")
@@ -103,10 +113,11 @@ def direct_nests(mod):
                 xt = np.empty((C, H, W, nb))
                 yt = np.empty((O, S * nb))
             xf = batch_last(x, n0, nb, xt).reshape(C * H * W * nb)
+            tf = yt.reshape(yt.size)
             R = Wo * nb
             for o in range(O):
-                yo = yt[o]
-                yo[:] = b[o]
+                for e in range(S * nb):
+                    tf[o * S * nb + e] = b[o]
                 for c in range(C):
                     for i in range(kh):
                         p0, p1 = span(i, s, p, 1, H, Ho)
@@ -114,13 +125,16 @@ def direct_nests(mod):
                             q0, q1 = span(j, s, p, 1, W, Wo)
                             wv = w[o, c, i, j]
                             for r in range(p0, p1):
+                                dst = o * S * nb + r * R
                                 src = ((c * H + r * s - p + i) * W - p + j) * nb
-                                for q in range(q0, q1):
-                                    out = yo[r * R + q * nb:r * R + (q + 1) * nb]
-                                    inp = xf[src + q * s * nb:src + (q * s + 1) * nb]
-                                    for e in range(nb):
+                                if s == 1:          # one run of (q1 - q0) nb values
+                                    out, inp = tf[dst + q0 * nb:dst + q1 * nb], xf[src + q0 * nb:src + q1 * nb]
+                                    for e in range((q1 - q0) * nb):
                                         out[e] += wv * inp[e]
-            tf = yt.reshape(yt.size)
+                                else:
+                                    for q in range(q0, q1):
+                                        for k in range(nb):
+                                            tf[dst + q * nb + k] += wv * xf[src + q * s * nb + k]
             for k in range(nb):
                 for o in range(O):
                     for e in range(S):
