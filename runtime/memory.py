@@ -4,9 +4,10 @@ A generated ``value_and_grad`` allocates its activations and adjoints afresh on 
 arrays come from the C library's ``malloc``). With glibc's defaults, the large ones are handed back
 to the kernel when they are freed (the heap is trimmed, or the block was its own ``mmap``), so the
 next call takes a page fault on every 4 KiB page it writes again. For a CNN this is a large share
-of a training step: LeNet-5 at batch 64, ``value_and_grad`` 15.1 ms with glibc's defaults against
-11.8 ms with a 64 MiB top pad (one process, 1 thread, this machine, December 2026); for the digits
-MLP and CNN, whose arrays are small, it changes nothing.
+of a training step: LeNet-5 at batch 64, ``value_and_grad`` 10.8 ms with glibc's defaults against
+8.8 ms with a 64 MiB top pad (one process, 1 thread, this machine, December 2026:
+``benchmarks/results/cnn.md`` and ``cnn_heap_pad.md``); for the digits MLP and CNN, whose arrays
+are small, it changes nothing beyond the noise.
 
 :func:`pad_heap` asks glibc to keep ``nbytes`` of freed memory at the top of the heap
 (``mallopt(M_TOP_PAD, nbytes)``, glibc's ``malloc.h``; the environment variable

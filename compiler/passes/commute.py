@@ -5,9 +5,9 @@ The two are equal element for element: f never decreases, so the largest f(z) of
 its largest z. So are their derivatives: where f(z) ties but z does not, f is flat and f' = 0 at
 every tied element; ties in z are ties in f(z), and both route to the first. The rewritten form
 applies f to the pooled array, k² times smaller for k × k windows, and its adjoint masks the pooled
-cotangent: a CNN's ``max_pool2d(relu(conv2d(...)))`` reads and writes its largest arrays twice
-less in the forward and the adjoint sweeps. Only when f(z) has no other use (else both would be
-computed).
+cotangent: a CNN's ``max_pool2d(relu(conv2d(...)))`` passes over its largest arrays once less
+in each sweep (digits CNN value+grad 3.46 → 3.10 ms). Only when f(z) has no other use (else both
+would be computed).
 """
 from __future__ import annotations
 
