@@ -252,16 +252,26 @@ def _fmt_load(la) -> str:
     return " ".join(f"{x:.2f}" for x in la)
 
 
+def _load_sentence(out: dict) -> str:
+    """What the 1-min load average during the run says about the numbers: above the core count,
+    other jobs took part of the cores the workers needed."""
+    loads = [la[0] for _, la in out["loads"]]
+    lo, hi, cores = min(loads), max(loads), out.get("cpus") or os.cpu_count()
+    if hi <= cores:
+        return (f"The machine was otherwise quiet: a 1-min load average of {lo:.1f} to {hi:.1f} on {cores} cores, "
+                "the benchmark's own processes included.")
+    return (f"**The machine is shared and was loaded during this run** (a 1-min load average of {lo:.1f} to "
+            f"{hi:.1f} on {cores} cores, from other people's jobs): each single-threaded process got only part of a "
+            "core, and the speed-ups below measure how much of the second core the second worker could get, as much "
+            "as gradc.distributed.")
+
+
 def write_md(out: dict, path: Path) -> None:
     m, p = out.get("mlp"), out.get("pointwise")
     L = ["# gradc distributed benchmarks (issue 14)", "",
          f"{out['date']}, git {out['git']}; `python -m benchmarks.distributed`; wall time {out['wall_min']:.1f} min.", "",
          f"Machine: {out['machine']}. Load average (1, 5, 15 min) at start / end: {_fmt_load(out['load_start'])} / "
-         f"{_fmt_load(out['load_end'])}. **The machine is shared and was loaded during this run** "
-         f"(a 1-min load average of {min(l[1][0] for l in LOADS):.1f} to {max(l[1][0] for l in LOADS):.1f} on "
-         f"{os.cpu_count()} cores, from other people's jobs): each single-threaded process got only part of a core, "
-         "and the speed-ups below measure how much of the second core the second worker could get, as much as "
-         "gradc.distributed.", "",
+         f"{_fmt_load(out['load_end'])}. " + _load_sentence(out), "",
          f"Versions: {out['versions']}. Threads: 1 per process (OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS=1); "
          "LocalCluster(processes=True, threads_per_worker=1).", ""]
     if m:
@@ -312,7 +322,7 @@ def write_md(out: dict, path: Path) -> None:
               f"({'met' if p['speedup_2_vs_1'] >= 1.6 else 'missed'})**; 2 workers ÷ one process "
               f"{p['speedup_2_vs_one_process']:.2f}×.", ""]
     L += ["## Load average during the run", "", "| after | 1 min | 5 min | 15 min |", "|---|--:|--:|--:|"]
-    L += [f"| {label} | {la[0]:.2f} | {la[1]:.2f} | {la[2]:.2f} |" for label, la in LOADS]
+    L += [f"| {label} | {la[0]:.2f} | {la[1]:.2f} | {la[2]:.2f} |" for label, la in out["loads"]]
     if out.get("notes"):
         L += ["", "## Notes", ""] + [f"- {n}" for n in out["notes"]]
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
