@@ -397,8 +397,9 @@ def test_random_geometry_values_and_gradients(random_spec):
 
 
 # ================================================================== the max pool's ties
-# b and e tile the image (stride = kernel, no padding: the one-pass adjoint), leaving a row (b) and
-# two columns (e) outside every window; a and d overlap or pad (the general adjoint)
+# b and e tile the image (stride = kernel, no padding), leaving a row (b) and two columns (e)
+# outside every window; b's 2 x 2 windows take the unrolled one-pass adjoint, e, a and d (which
+# overlap or pad) the general one
 TIES = spec_text({"X": ("n", 2, 5, 6), "R1": ("n", 2, 5, 6), "R2": ("n", 2, 2, 3), "R3": ("n", 2, 3, 3),
                   "R4": ("n", 2, 2, 1)},
                  {"a": "max_pool2d(X, 3, stride=1, padding=1)", "b": "max_pool2d(X, 2)",
